@@ -1,0 +1,1 @@
+"""Double-entry ledger, budgets and holds, the Stripe gateway, payouts and webhooks."""

@@ -1,0 +1,1 @@
+"""Skills, assessments (qualification tests), clearance attestations and eligibility."""

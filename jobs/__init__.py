@@ -1,0 +1,1 @@
+"""Jobs, tasks, gold, assignments and the task API, consensus, fraud detection, exports."""

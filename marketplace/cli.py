@@ -1,0 +1,85 @@
+"""Command-line tools: `flask crowdline …` and `flask rq …`."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+crowdline_cli = AppGroup("crowdline", help="Crowdline administration.")
+rq_cli = AppGroup("rq", help="Background jobs on Redis (RQ).")
+
+
+@crowdline_cli.command("ensure-admin")
+@click.option("--email", envvar="CROWDLINE_ADMIN_EMAIL", default=None)
+@click.option("--password", envvar="CROWDLINE_ADMIN_PASSWORD", default=None)
+def ensure_admin(email: str | None, password: str | None) -> None:
+    """Create the first platform admin unless one exists.
+
+    Uses CROWDLINE_ADMIN_EMAIL / CROWDLINE_ADMIN_PASSWORD when set; otherwise, on a fresh
+    database, creates admin@crowdline.local with a random password and prints it once.
+    """
+    from marketplace.accounts import services
+
+    if email:
+        user, created = services.ensure_platform_admin(email, password)
+        click.echo(f"platform admin {user.email}: {'created' if created else 'already present'}")
+        return
+    if services.platform_admin_exists():
+        click.echo("platform admin: already present")
+        return
+    password = secrets.token_urlsafe(18)
+    user, _ = services.ensure_platform_admin("admin@crowdline.local", password)
+    click.echo("=" * 66)
+    click.echo("Created the first platform admin. These credentials are shown once:")
+    click.echo(f"  e-mail:   {user.email}")
+    click.echo(f"  password: {password}")
+    click.echo("=" * 66)
+
+
+@rq_cli.command("worker")
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--with-scheduler", is_flag=True, help="Also run RQ's scheduler for enqueue_in.")
+def rq_worker(queues: tuple[str, ...], burst: bool, with_scheduler: bool) -> None:
+    """Run an RQ worker with this app built once."""
+    from rq import Queue, Worker
+
+    from marketplace.background import redis_connection, set_worker_app
+
+    settings = current_app.config["CROWDLINE"]
+    if not settings.redis_url:
+        raise click.ClickException("REDIS_URL is not set; without it jobs run inline.")
+    set_worker_app(current_app._get_current_object())
+    connection = redis_connection()
+    names = list(queues) or [settings.rq_queue]
+    worker = Worker([Queue(n, connection=connection) for n in names], connection=connection)
+    click.echo(f"RQ worker on {', '.join(names)} ({'burst' if burst else 'until stopped'})")
+    worker.work(burst=burst, with_scheduler=with_scheduler)
+
+
+@rq_cli.command("scheduler")
+@click.option("--interval", default=30, show_default=True, help="Seconds between checks.")
+@click.option("--once", is_flag=True, help="Enqueue what is due once, then stop.")
+def rq_scheduler(interval: int, once: bool) -> None:
+    """Enqueue the periodic jobs, each under a deterministic id so schedulers never double up."""
+    from marketplace import clock
+    from marketplace.background import PERIODIC_JOBS, enqueue_now
+
+    while True:
+        now = clock.now().timestamp()
+        for job in PERIODIC_JOBS:
+            slot = int(now // job.every_seconds)
+            enqueue_now(job.path, job_id=f"periodic-{job.path}-{slot}")
+        click.echo(f"enqueued {len(PERIODIC_JOBS)} periodic job(s)")
+        if once:
+            return
+        time.sleep(interval)
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(crowdline_cli)
+    app.cli.add_command(rq_cli)

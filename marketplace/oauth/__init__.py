@@ -1,0 +1,1 @@
+"""OAuth 2 authorization server (Authlib): clients, tokens, grants, revocation, introspection."""

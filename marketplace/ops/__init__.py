@@ -1,0 +1,1 @@
+"""Operations: health checks, the sandbox clock and platform administration of users."""

@@ -1,0 +1,128 @@
+"""Test wiring: one database per run, built by the migrations; tables emptied after each test.
+
+TEST_DATABASE_URL names the database (PostgreSQL in CI); without it a SQLite file in a
+temporary folder is used. REDIS_URL, when set, is used for rate limits and readiness; jobs
+still run inline unless a test asks for RQ (see tests/marketplace/test_background.py).
+
+Tests use real commits (services commit, background jobs run after commit, concurrency tests
+run threads), so isolation is by emptying every table after each test rather than by
+rolling back one outer transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from marketplace import clock, create_app, ratelimit
+from marketplace.database import db
+from tests.helpers import Api
+
+_TMP = tempfile.mkdtemp(prefix="crowdline-tests-")
+
+
+def database_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{Path(_TMP) / 'test.db'}"
+
+
+def build_app(**overrides) -> Flask:
+    settings = {
+        "database_url": database_url(),
+        "redis_url": os.environ.get("REDIS_URL") or None,
+        "jobs_inline": True,
+        "testing": True,
+        "secret_key": "test-secret",
+    }
+    settings.update(overrides)
+    app = create_app(settings)
+    app.config["JOBS_RAISE_INLINE"] = True
+    return app
+
+
+def _reset_schema(app: Flask) -> None:
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE"))
+                conn.execute(text("CREATE SCHEMA public"))
+        else:
+            db.drop_all()
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+@pytest.fixture(scope="session")
+def app() -> Iterator[Flask]:
+    from flask_migrate import upgrade
+
+    app = build_app()
+    _reset_schema(app)
+    with app.app_context():
+        upgrade()  # the migrations build the schema, so they are tested on every run
+        db.engine.dispose()
+    yield app
+
+
+def truncate_all(app: Flask) -> None:
+    with app.app_context():
+        db.session.remove()
+        tables = [t.name for t in db.metadata.sorted_tables]
+        with db.engine.begin() as conn:
+            if db.engine.dialect.name == "postgresql":
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            else:
+                for name in reversed(tables):
+                    conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture(autouse=True)
+def _clean(app: Flask) -> Iterator[None]:
+    yield
+    truncate_all(app)
+    ratelimit.reset()
+    if app.config["CROWDLINE"].redis_url:
+        from marketplace.background import redis_connection
+
+        with app.app_context():
+            redis = redis_connection()
+            for key in redis.scan_iter("crowdline:rl:*"):
+                redis.delete(key)
+
+
+@pytest.fixture
+def manual_clock(app: Flask) -> Iterator[clock.ManualClock]:
+    """A clock the test moves by hand; installed for the duration of the test."""
+    previous = clock.current.__wrapped__(app) if hasattr(clock.current, "__wrapped__") else None
+    fake = clock.ManualClock()
+    saved = app.extensions["crowdline.clock"]
+    clock.install(app, fake)
+    yield fake
+    clock.install(app, saved)
+    del previous
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+@pytest.fixture
+def api(client) -> Api:
+    return Api(client)
+
+
+@pytest.fixture
+def db_session(app: Flask):
+    """The app's session in an app context, for asserting on what was committed."""
+    with app.app_context():
+        yield db.session
+        db.session.remove()

@@ -1,0 +1,1 @@
+"""Worker accounts and profiles, the recruitment funnel, private crowds, per-worker metrics."""
