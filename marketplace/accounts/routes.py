@@ -24,6 +24,7 @@ from marketplace.accounts.schemas import (
     UserSchema,
 )
 from marketplace.auth import principal, require, require_user
+from marketplace.idempotency import idempotent
 from marketplace.pagination import PageArgsSchema, next_link, page_schema
 
 blp = Blueprint(
@@ -110,6 +111,7 @@ class Organizations(MethodView):
         return page, next_link(page["next_cursor"])
 
     @require("org:write")
+    @idempotent
     @blp.arguments(OrganizationCreateSchema)
     @blp.response(201, OrganizationSchema)
     def post(self, data):
@@ -144,6 +146,7 @@ class Members(MethodView):
         return page, next_link(page["next_cursor"])
 
     @require("org:write")
+    @idempotent
     @blp.arguments(MemberAddSchema)
     @blp.response(201, MemberSchema)
     def post(self, data, organization_id):
