@@ -93,6 +93,7 @@ def _scopes() -> dict[str, str]:
 
 def _import_models() -> None:
     """Every package's models, so metadata (and Alembic) sees every table."""
+    import credentials.models  # noqa: F401
     import marketplace.accounts.models
     import marketplace.models
     import marketplace.oauth.models  # noqa: F401
@@ -110,6 +111,12 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(accounts_blp)
     api.register_blueprint(oauth_api_blp)
     api.register_blueprint(ops_blp)
+
+    from credentials.routes import blp as credentials_blp
+    from workers.routes import blp as workers_blp
+
+    api.register_blueprint(workers_blp)
+    api.register_blueprint(credentials_blp)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(health_bp)
 
@@ -145,6 +152,7 @@ def register_commands(app: Flask) -> None:
 
 def register_domain_hooks(app: Flask) -> None:
     """Signal handlers of packages further right in the import chain."""
+    import credentials.tasks  # noqa: F401  (registers its periodic jobs)
     import workers.hooks  # noqa: F401
 
 
