@@ -132,7 +132,15 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from flask import g
+
     from marketplace.http import register_request_hooks as register
+
+    @app.before_request
+    def forget_previous_caller() -> None:
+        # g outlives a request when a test holds the app context open; never reuse a caller.
+        g.pop("principal", None)
+        g.pop("sandbox_now", None)
 
     register(app)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from werkzeug.utils import import_string
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class PendingJob:
     job_id: str | None = None
     queue: str | None = None
     app: Flask | None = field(default=None, repr=False)
+    # The innermost savepoint open at enqueue time: rolling it (or an outer one) back drops
+    # the job, while the enclosing transaction's other jobs survive.
+    savepoint: SessionTransaction | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -44,6 +48,15 @@ class PeriodicJob:
 PERIODIC_JOBS: list[PeriodicJob] = [
     PeriodicJob("marketplace.tasks.purge_expired_idempotency_records", 3600),
 ]
+
+
+def periodic_job_id(queue: str, path: str, slot: int) -> str:
+    """The RQ job id of one period of a periodic job on a queue.
+
+    RQ ids are global to a Redis database and allow only [A-Za-z0-9_-]; the queue name keeps
+    deployments (or test runs) that share one Redis under different queues apart.
+    """
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"periodic-{queue}-{path}-{slot}")
 
 
 def register_periodic(path: str, every_seconds: int) -> None:
@@ -76,6 +89,7 @@ def enqueue(
             job_id=job_id,
             queue=queue,
             app=current_app._get_current_object(),
+            savepoint=session.get_nested_transaction(),
         )
     )
 
@@ -91,22 +105,46 @@ def enqueue_now(
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # releasing a savepoint also fires after_commit; wait for the real commit
     jobs = session.info.pop(_PENDING, None)
     for job in jobs or ():
         _dispatch(job)
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, previous_transaction: Any) -> None:
-    session.info.pop(_PENDING, None)
+def _after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    if not previous_transaction.nested:
+        session.info.pop(_PENDING, None)
+        return
+    # A savepoint rolled back: drop only the jobs enqueued inside it.
+    jobs = session.info.get(_PENDING)
+    if jobs:
+        jobs[:] = [j for j in jobs if not _within(j.savepoint, previous_transaction)]
+
+
+def _within(savepoint: SessionTransaction | None, rolled_back: SessionTransaction) -> bool:
+    while savepoint is not None:
+        if savepoint is rolled_back:
+            return True
+        savepoint = savepoint.parent
+    return False
 
 
 def redis_connection(app: Flask | None = None):
+    """The app's Redis client (one connection pool per app), or None without REDIS_URL."""
     from redis import Redis
 
     app = app or current_app
     url = app.config["CROWDLINE"].redis_url
-    return Redis.from_url(url) if url else None
+    if not url:
+        return None
+    cached = app.extensions.get("crowdline.redis")
+    if cached is None or cached[0] != url:
+        # A short connect timeout keeps /readyz and requests from hanging on a dead Redis.
+        client = Redis.from_url(url, socket_connect_timeout=5)
+        cached = app.extensions["crowdline.redis"] = (url, client)
+    return cached[1]
 
 
 def _dispatch(job: PendingJob) -> None:
@@ -115,7 +153,10 @@ def _dispatch(job: PendingJob) -> None:
     if settings.redis_url and not settings.jobs_inline:
         from rq import Queue
 
-        queue = Queue(job.queue or settings.rq_queue, connection=redis_connection(app))
+        connection = redis_connection(app)
+        if job.job_id and _still_pending(job.job_id, connection):
+            return  # the same deterministic id is already waiting or running
+        queue = Queue(job.queue or settings.rq_queue, connection=connection)
         queue.enqueue(
             "marketplace.background.perform",
             job.path,
@@ -132,6 +173,23 @@ def _dispatch(job: PendingJob) -> None:
             log.exception("inline background job %s failed", job.path)
             if app.config.get("JOBS_RAISE_INLINE"):
                 raise
+
+
+def _still_pending(job_id: str, connection) -> bool:
+    # RQ itself pushes a second copy when an id is enqueued twice.
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    try:
+        status = Job.fetch(job_id, connection=connection).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    return status in (
+        JobStatus.QUEUED,
+        JobStatus.STARTED,
+        JobStatus.DEFERRED,
+        JobStatus.SCHEDULED,
+    )
 
 
 _worker_app: Flask | None = None

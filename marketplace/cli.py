@@ -67,14 +67,33 @@ def rq_worker(queues: tuple[str, ...], burst: bool, with_scheduler: bool) -> Non
 def rq_scheduler(interval: int, once: bool) -> None:
     """Enqueue the periodic jobs, each under a deterministic id so schedulers never double up."""
     from marketplace import clock
-    from marketplace.background import PERIODIC_JOBS, enqueue_now
+    from marketplace.background import (
+        PERIODIC_JOBS,
+        enqueue_now,
+        periodic_job_id,
+        redis_connection,
+    )
 
+    settings = current_app.config["CROWDLINE"]
+    redis = redis_connection() if settings.redis_url and not settings.jobs_inline else None
+    last_slot: dict[str, int] = {}  # what this process already enqueued (all it has inline)
     while True:
         now = clock.now().timestamp()
+        enqueued = 0
         for job in PERIODIC_JOBS:
             slot = int(now // job.every_seconds)
-            enqueue_now(job.path, job_id=f"periodic-{job.path}-{slot}")
-        click.echo(f"enqueued {len(PERIODIC_JOBS)} periodic job(s)")
+            job_id = periodic_job_id(settings.rq_queue, job.path, slot)
+            # One run per period however many schedulers there are and however often they
+            # wake: the first to claim the slot enqueues it (RQ itself would queue a copy).
+            claim = f"crowdline:periodic:{job_id}"
+            if last_slot.get(job.path) == slot or (
+                redis is not None and not redis.set(claim, 1, nx=True, ex=2 * job.every_seconds)
+            ):
+                continue
+            last_slot[job.path] = slot
+            enqueue_now(job.path, job_id=job_id)
+            enqueued += 1
+        click.echo(f"enqueued {enqueued} of {len(PERIODIC_JOBS)} periodic job(s)")
         if once:
             return
         time.sleep(interval)

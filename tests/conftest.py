@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from marketplace import clock, create_app, ratelimit
 from marketplace.database import db
@@ -122,7 +123,21 @@ def api(client) -> Api:
 
 @pytest.fixture
 def db_session(app: Flask):
-    """The app's session in an app context, for asserting on what was committed."""
+    """A session of the test's own, for arranging rows and asserting on what was committed.
+
+    It is not the app's scoped session and holds no app context open, so requests made by
+    the test client run exactly as they would in production. Every query re-reads rows
+    (populate_existing), so objects never show stale values after a request changed them.
+    """
     with app.app_context():
-        yield db.session
-        db.session.remove()
+        engine = db.engine
+    session = Session(engine, expire_on_commit=True)
+
+    @event.listens_for(session, "do_orm_execute")
+    def _always_fresh(state):
+        if state.is_select:
+            state.update_execution_options(populate_existing=True)
+
+    yield session
+    session.rollback()
+    session.close()
