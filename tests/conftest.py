@@ -21,11 +21,13 @@ from flask import Flask
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from marketplace import clock, create_app, ratelimit
+from marketplace import clock, create_app, passwords, ratelimit
 from marketplace.database import db
 from tests.helpers import Api
 
 _TMP = tempfile.mkdtemp(prefix="crowdline-tests-")
+
+passwords.use_cheap_hashing()
 
 
 def database_url() -> str:
