@@ -30,6 +30,7 @@ from marketplace.accounts.models import Role
 from marketplace.auth import principal, require_org_role
 from marketplace.database import db
 from marketplace.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from marketplace.locking import get_for_update, lock
 from marketplace.pagination import paginate
 from workers.access import my_worker_profile
 from workers.models import WorkerStatus
@@ -188,7 +189,7 @@ def start_attempt(assessment_id: int, mode: AttemptMode) -> AssessmentAttempt:
     if worker.status in (WorkerStatus.SUSPENDED, WorkerStatus.BANNED, WorkerStatus.OFFBOARDED):
         raise Forbidden(f"A {worker.status.value} worker cannot take assessments.")
     # Lock the worker row so two concurrent starts cannot both pass the attempt checks.
-    db.session.refresh(worker, with_for_update=True)
+    worker = lock(worker)
     assessment = get_assessment(assessment_id)
     now = clock.now()
     if mode == AttemptMode.GRADED:
@@ -240,6 +241,17 @@ def start_attempt(assessment_id: int, mode: AttemptMode) -> AssessmentAttempt:
     return attempt
 
 
+class AttemptWithQuestions:
+    """An attempt together with its drawn questions, for dumping with AttemptSchema."""
+
+    def __init__(self, attempt: AssessmentAttempt, questions: list[AssessmentQuestion]):
+        self._attempt = attempt
+        self.questions = questions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._attempt, name)
+
+
 def attempt_questions(attempt: AssessmentAttempt) -> list[AssessmentQuestion]:
     by_id = {
         q.id: q
@@ -280,7 +292,7 @@ def answers_of(attempt: AssessmentAttempt) -> list[AttemptAnswer]:
 
 def _load_in_progress(attempt_id: int) -> AssessmentAttempt:
     attempt = my_attempt(attempt_id)
-    db.session.refresh(attempt, with_for_update=True)
+    attempt = lock(attempt)
     if attempt.status != AttemptStatus.IN_PROGRESS:
         _expire_if_late(attempt)
         raise Conflict(f"This attempt is {attempt.status.value}; it takes no more answers.")
@@ -438,7 +450,7 @@ def grading_queue(args: dict[str, Any]) -> dict[str, Any]:
 
 def grade_answer(answer_id: int, points: float, feedback: str | None) -> AttemptAnswer:
     """A reviewer grades one free-text answer; the attempt is scored once none are left."""
-    answer = db.session.get(AttemptAnswer, answer_id, with_for_update=True)
+    answer = get_for_update(AttemptAnswer, answer_id)
     if answer is None:
         raise NotFound(f"answer {answer_id} not found")
     attempt = answer.attempt

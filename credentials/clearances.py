@@ -25,6 +25,7 @@ from marketplace.accounts.models import Organization, OrgKind, Role
 from marketplace.auth import principal, require_org_role
 from marketplace.database import db
 from marketplace.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from marketplace.locking import get_for_update
 from marketplace.pagination import paginate
 from workers.access import (
     can_see_worker,
@@ -232,7 +233,7 @@ def get_attestation(attestation_id: int) -> Attestation:
 
 
 def _decidable(attestation_id: int) -> Attestation:
-    attestation = db.session.get(Attestation, attestation_id, with_for_update=True)
+    attestation = get_for_update(Attestation, attestation_id)
     if attestation is None or not _can_see_attestation(attestation):
         raise NotFound(f"attestation {attestation_id} not found")
     if not _may_verify(attestation):

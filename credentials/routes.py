@@ -73,15 +73,7 @@ def _paged(page):
 
 
 def _with_questions(attempt):
-    view = AttemptSummarySchema().dump(attempt)
-    view["questions"] = attempt_questions_view(attempt)
-    return view
-
-
-def attempt_questions_view(attempt):
-    from credentials.schemas import QuestionWorkerSchema
-
-    return QuestionWorkerSchema(many=True).dump(assessments.attempt_questions(attempt))
+    return assessments.AttemptWithQuestions(attempt, assessments.attempt_questions(attempt))
 
 
 # --- skills ------------------------------------------------------------------------------

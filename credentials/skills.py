@@ -76,7 +76,7 @@ def set_skill_level(
     row = db.session.scalar(
         select(WorkerSkill)
         .where(WorkerSkill.worker_id == worker.id, WorkerSkill.skill_id == skill.id)
-        .with_for_update()
+        .with_for_update(of=WorkerSkill)
     )
     now = clock.now()
     if row is None:

@@ -17,6 +17,7 @@ from marketplace.accounts.services import normalize_email
 from marketplace.auth import principal, require_org_role
 from marketplace.database import db
 from marketplace.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from marketplace.locking import get_for_update
 from marketplace.pagination import paginate
 from workers.access import get_crowd, my_worker_profile
 from workers.models import (
@@ -329,7 +330,7 @@ def decide_join_request(
     crowd_id: int, request_id: int, approve: bool, reason: str | None
 ) -> CrowdJoinRequest:
     crowd = get_crowd(crowd_id, Role.ADMIN)
-    join_request = db.session.get(CrowdJoinRequest, request_id, with_for_update=True)
+    join_request = get_for_update(CrowdJoinRequest, request_id)
     if join_request is None or join_request.crowd_id != crowd.id:
         raise NotFound(f"join request {request_id} not found")
     if join_request.status != JoinRequestStatus.PENDING:

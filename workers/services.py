@@ -11,6 +11,7 @@ from marketplace.accounts.models import Role
 from marketplace.auth import principal
 from marketplace.database import db
 from marketplace.errors import Conflict, Forbidden
+from marketplace.locking import lock
 from marketplace.pagination import paginate
 from workers.access import get_visible_worker, managed_worker_ids_query
 from workers.models import CrowdMember, WorkerLanguage, WorkerProfile, WorkerStatus
@@ -104,7 +105,7 @@ def _actor_kinds(worker: WorkerProfile) -> set[str]:
 def change_status(worker_id: int, to: WorkerStatus, reason: str) -> WorkerProfile:
     """Move a worker through the funnel; every move is audited with its reason."""
     worker = get_visible_worker(worker_id)
-    db.session.refresh(worker, with_for_update=True)
+    worker = lock(worker)
     current = worker.status
     if current == to:
         raise Conflict(f"The worker is already {to.value}.")
