@@ -280,6 +280,15 @@ def my_attempts(args: dict[str, Any]) -> dict[str, Any]:
     return paginate(query, AssessmentAttempt.id, args)
 
 
+def worker_attempts(worker_id: int, args: dict[str, Any]) -> dict[str, Any]:
+    """A managed worker's attempts (scores and outcomes, never their answers)."""
+    from workers.access import get_visible_worker
+
+    worker = get_visible_worker(worker_id)
+    query = select(AssessmentAttempt).where(AssessmentAttempt.worker_id == worker.id)
+    return paginate(query, AssessmentAttempt.id, args)
+
+
 def answers_of(attempt: AssessmentAttempt) -> list[AttemptAnswer]:
     return list(
         db.session.scalars(

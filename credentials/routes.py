@@ -202,6 +202,16 @@ class MyAttempts(MethodView):
         return _paged(assessments.my_attempts(args))
 
 
+@blp.route("/workers/<int:worker_id>/attempts")
+class WorkerAttempts(MethodView):
+    @require("workforce:read")
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, AttemptPage)
+    def get(self, args, worker_id):
+        """A managed worker's assessment attempts: outcomes and scores (vendors, admins)"""
+        return _paged(assessments.worker_attempts(worker_id, args))
+
+
 @blp.route("/attempts/<int:attempt_id>")
 class AttemptDetail(MethodView):
     @require("workforce:read")

@@ -41,8 +41,18 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     register_clock(app)
     register_commands(app)
     register_domain_hooks(app)
+    register_proxy_fix(app)
     announce_sandbox(app)
     return app
+
+
+def register_proxy_fix(app: Flask) -> None:
+    """Trust X-Forwarded-* from the configured number of proxies, so OAuth sees https."""
+    hops = app.config["CROWDLINE"].proxy_hops
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
 
 def register_extensions(app: Flask) -> None:

@@ -61,6 +61,8 @@ class Settings:
     rq_queue: str = "default"
     # Run background jobs inline after commit even when Redis is configured (tests).
     jobs_inline: bool = False
+    # How many reverse proxies (load balancer, ingress) sit in front and set X-Forwarded-*.
+    proxy_hops: int = 0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -78,6 +80,7 @@ class Settings:
             stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
             rq_queue=os.environ.get("RQ_QUEUE", "default"),
             jobs_inline=_flag("CROWDLINE_JOBS_INLINE"),
+            proxy_hops=int(os.environ.get("CROWDLINE_PROXY_HOPS", "0")),
         )
 
     def flask_config(self) -> dict:

@@ -357,3 +357,24 @@ def test_malformed_question_keys_are_rejected_whole(api, app, db_session):
     assert set(body["errors"]) == {"questions.0", "questions.1"}
     bank = api.get(f"/api/v1/assessments/{assessment['id']}/questions", vendor.token).get_json()
     assert len(bank["items"]) == len(QUESTIONS)
+
+
+def test_vendor_sees_its_workers_attempt_outcomes_only(api, app):
+    from tests.workforce import invite_and_join, make_crowd, worker_id
+
+    _, vendor, _, assessment = _setup(api, app)
+    worker = api.signup("worker")
+    invite_and_join(api, vendor, make_crowd(api, vendor), worker)
+    attempt = api.post(
+        f"/api/v1/assessments/{assessment['id']}/attempts", worker.token, json={}
+    ).get_json()
+    api.post(
+        f"/api/v1/attempts/{attempt['id']}/submit",
+        worker.token,
+        json={"answers": _answers(attempt, RIGHT)},
+    )
+    wid = worker_id(api, worker)
+    listed = api.get(f"/api/v1/workers/{wid}/attempts", vendor.token).get_json()["items"]
+    assert [(a["status"], a["score"]) for a in listed] == [("passed", 100.0)]
+    stranger = api.signup("vendor")
+    assert_problem(api.get(f"/api/v1/workers/{wid}/attempts", stranger.token), 404)
