@@ -330,3 +330,40 @@ def test_changing_the_status_of_an_unknown_user_is_404(app, api, db_session):
     assert_problem(response, 404)
     count = select(func.count()).select_from(AuditEvent)
     assert db_session.scalar(count.where(AuditEvent.action == "user.status_changed")) == 0
+
+
+# --- the first platform admin (what `make run` does) ----------------------------------------
+
+
+def test_ensure_admin_prints_generated_credentials_once(app, api):
+    runner = app.test_cli_runner()
+    env = {"CROWDLINE_ADMIN_EMAIL": "", "CROWDLINE_ADMIN_PASSWORD": ""}
+    first = runner.invoke(args=["crowdline", "ensure-admin"], env=env)
+    assert first.exit_code == 0, first.output
+    lines = dict(line.strip().split(":", 1) for line in first.output.splitlines() if ":" in line)
+    email, password = lines["e-mail"].strip(), lines["password"].strip()
+    token = api.login(email, password)
+    assert "admin" in token["scope"].split()
+
+    again = runner.invoke(args=["crowdline", "ensure-admin"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "already present" in again.output
+    assert password not in again.output
+
+
+def test_ensure_admin_uses_the_admin_from_the_environment(app, api):
+    runner = app.test_cli_runner()
+    env = {"CROWDLINE_ADMIN_EMAIL": "ops@example.org", "CROWDLINE_ADMIN_PASSWORD": PASSWORD}
+    result = runner.invoke(args=["crowdline", "ensure-admin"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "ops@example.org: created" in result.output
+    assert PASSWORD not in result.output
+    assert "admin" in api.login("ops@example.org")["scope"].split()
+
+    missing = runner.invoke(
+        args=["crowdline", "ensure-admin"],
+        env={"CROWDLINE_ADMIN_EMAIL": "other@example.org", "CROWDLINE_ADMIN_PASSWORD": ""},
+    )
+    assert missing.exit_code == 1
+    assert "CROWDLINE_ADMIN_PASSWORD" in missing.output
+    assert "Traceback" not in missing.output
