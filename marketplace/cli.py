@@ -23,9 +23,14 @@ def ensure_admin(email: str | None, password: str | None) -> None:
     database, creates admin@crowdline.local with a random password and prints it once.
     """
     from marketplace.accounts import services
+    from marketplace.errors import CrowdlineError
 
     if email:
-        user, created = services.ensure_platform_admin(email, password)
+        try:
+            user, created = services.ensure_platform_admin(email, password)
+        except CrowdlineError as error:
+            hint = "" if password else " Set CROWDLINE_ADMIN_PASSWORD (or --password) too."
+            raise click.ClickException(error.detail + hint) from None
         click.echo(f"platform admin {user.email}: {'created' if created else 'already present'}")
         return
     if services.platform_admin_exists():

@@ -46,8 +46,9 @@ class Unauthorized(CrowdlineError):
     status, slug, title = 401, "unauthorized", "Authentication required"
 
     def __init__(self, detail: str | None = None, *, error: str = "invalid_token", **kw: Any):
-        headers = {"WWW-Authenticate": f'Bearer realm="crowdline", error="{error}"'}
-        super().__init__(detail, headers=headers, **kw)
+        # RFC 6750 §3: a request that sent no credentials gets a challenge without an error code.
+        challenge = 'Bearer realm="crowdline"' + (f', error="{error}"' if error else "")
+        super().__init__(detail, headers={"WWW-Authenticate": challenge}, **kw)
 
 
 class Forbidden(CrowdlineError):
@@ -131,6 +132,9 @@ def _slug(title: str) -> str:
     return "-".join(title.lower().replace("'", "").split())
 
 
+_PLAIN_LOCATIONS = ("json", "form", "files", "query", "querystring")
+
+
 def flatten_webargs_messages(messages: Any) -> dict[str, Any]:
     """webargs nests messages under their location (json, query…); callers want field names."""
     if not isinstance(messages, dict):
@@ -139,7 +143,8 @@ def flatten_webargs_messages(messages: Any) -> dict[str, Any]:
     for location, fields in messages.items():
         if isinstance(fields, dict):
             for name, msgs in fields.items():
-                key = name if location in ("json", "form", "files") else f"{location}.{name}"
+                # Body and query fields go by their own names, as domain errors name them.
+                key = name if location in _PLAIN_LOCATIONS else f"{location}.{name}"
                 flat[key] = msgs
         else:
             flat[location] = fields
@@ -168,8 +173,8 @@ def handle_crowdline_error(error: CrowdlineError) -> Response:
 
 _HTTP_DETAILS = {
     400: "The request could not be understood (is the body well-formed JSON?).",
-    404: "No such resource.",
-    405: "The method is not allowed for this resource.",
+    404: "No such resource: check the URL against /api/v1/openapi.json.",
+    405: "The method is not allowed for this resource; the Allow header lists those that are.",
     413: "The request body is larger than this endpoint accepts.",
     415: "The request body's media type is not accepted by this endpoint.",
 }
@@ -180,12 +185,15 @@ def handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     data = getattr(error, "data", None) or {}
     errors = None
-    detail = error.description or _HTTP_DETAILS.get(status, error.name)
+    detail = error.description
+    if not detail or detail == type(error).description:  # werkzeug's generic browser text
+        detail = _HTTP_DETAILS.get(status, error.name)
+    cause = getattr(error, "exc", None)  # webargs attaches the parse error here
     if status == 422 and "messages" in data:
         errors = flatten_webargs_messages(data["messages"])
         detail = "The request has invalid fields: " + ", ".join(sorted(errors)) + "."
-    elif status == 400 and isinstance(data.get("exc"), Exception):
-        detail = f"The request body is not valid JSON: {data['exc']}"
+    elif status == 400 and isinstance(cause, ValueError):
+        detail = f"The request body is not valid JSON: {cause}."
     headers = dict(data.get("headers") or {})
     valid_methods = getattr(error, "valid_methods", None)
     if status == 405 and valid_methods:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,8 @@ from marketplace.models import IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 _REPLAYED_HEADERS = ("Content-Type", "Location", "Link")
+# Printable ASCII, so any key fits the column and can be echoed back safely (a UUID is ideal).
+_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 def _request_fingerprint() -> str:
@@ -98,10 +101,10 @@ def idempotent(view: Callable) -> Callable:
         if key is None:
             return view(*args, **kwargs)
         key = key.strip()
-        if not key or len(key) > 255:
+        if not _KEY.fullmatch(key):
             raise ValidationFailed(
-                "Idempotency-Key must be 1 to 255 characters.",
-                errors={HEADER: ["Must be 1 to 255 characters."]},
+                "Idempotency-Key must be 1 to 255 printable ASCII characters.",
+                errors={HEADER: ["Must be 1 to 255 printable ASCII characters."]},
             )
         owner = principal().idempotency_owner
         fingerprint = _request_fingerprint()

@@ -22,10 +22,14 @@ from marketplace.errors import ValidationFailed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_CURSOR_LENGTH = 200  # ours are ~30 characters; a long one is never ours
 
 
 class PageArgsSchema(Schema):
-    cursor = fields.String(metadata={"description": "next_cursor from the previous page"})
+    cursor = fields.String(
+        validate=validate.Length(max=MAX_CURSOR_LENGTH),
+        metadata={"description": "next_cursor from the previous page"},
+    )
     limit = fields.Integer(
         load_default=DEFAULT_LIMIT,
         validate=validate.Range(min=1, max=MAX_LIMIT),
@@ -57,10 +61,10 @@ def decode_cursor(cursor: str) -> int:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
         after = value["after"]
-        if not isinstance(after, int) or isinstance(after, bool):
-            raise ValueError
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+            raise ValueError  # ids are positive BIGINTs; anything else would fail in the query
         return after
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise ValidationFailed(
             "The cursor is not one this API issued.", errors={"cursor": ["Invalid cursor."]}
         ) from None

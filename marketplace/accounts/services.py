@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, request
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from marketplace import audit, clock, ratelimit, scopes
@@ -79,7 +79,7 @@ def sign_up(data: dict[str, Any]) -> tuple[User, Organization | None]:
     ratelimit.hit(f"signup:{request.remote_addr}", 30, 3600)
     account_type: AccountType = data["account_type"]
     user = _new_user(data["email"], data["password"], data["name"], account_type)
-    db.session.flush()
+    _flush_or_email_conflict()
     organization = None
     if account_type in (AccountType.CLIENT, AccountType.VENDOR):
         org_name = data.get("organization") or f"{user.name}'s organization"
@@ -98,13 +98,14 @@ def sign_up(data: dict[str, Any]) -> tuple[User, Organization | None]:
         detail={"account_type": account_type.value},
         actor_user_id=user.id,
     )
-    _commit_or_email_conflict()
+    db.session.commit()
     return user, organization
 
 
-def _commit_or_email_conflict() -> None:
+def _flush_or_email_conflict() -> None:
+    # The unique index decides between concurrent sign-ups with one address; it fires on flush.
     try:
-        db.session.commit()
+        db.session.flush()
     except IntegrityError as error:
         db.session.rollback()
         if "email" in str(error.orig).lower():
@@ -315,7 +316,7 @@ def list_members(organization_id: int, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _membership(organization_id: int, membership_id: int) -> Membership:
-    membership = db.session.get(Membership, membership_id)
+    membership = db.session.get(Membership, membership_id, populate_existing=True)
     if membership is None or membership.organization_id != organization_id:
         raise NotFound(f"membership {membership_id} not found")
     return membership
@@ -351,12 +352,16 @@ def add_member(organization_id: int, email: str, role: Role) -> Membership:
         )
     )
     if exists is not None:
-        raise Conflict("This user is already a member.", errors={"email": ["Already a member."]})
+        raise _already_member()
     membership = Membership(
         organization_id=organization_id, user=user, role=role, created_at=clock.now()
     )
     db.session.add(membership)
-    db.session.flush()
+    try:
+        db.session.flush()  # a concurrent add of the same person fails here, not at commit
+    except IntegrityError:
+        db.session.rollback()
+        raise _already_member() from None
     audit.record(
         "membership.added",
         "membership",
@@ -364,14 +369,26 @@ def add_member(organization_id: int, email: str, role: Role) -> Membership:
         organization_id=organization_id,
         detail={"user_id": user.id, "role": role.value},
     )
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict(
-            "This user is already a member.", errors={"email": ["Already a member."]}
-        ) from None
+    db.session.commit()
     return membership
+
+
+def _already_member() -> Conflict:
+    return Conflict("This user is already a member.", errors={"email": ["Already a member."]})
+
+
+def _lock_organization(organization_id: int) -> None:
+    """Serialize changes to an organization's owners, so two concurrent demotions or removals
+    cannot both see a second owner and leave none: a row lock on PostgreSQL, the database
+    write lock on SQLite (which has no row locks)."""
+    where = Organization.id == organization_id
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.execute(
+            update(Organization).where(where).values(name=Organization.name),
+            execution_options={"synchronize_session": False},
+        )
+    else:
+        db.session.execute(select(Organization.id).where(where).with_for_update())
 
 
 def _owners(organization_id: int) -> int:
@@ -383,7 +400,9 @@ def _owners(organization_id: int) -> int:
 
 
 def change_member_role(organization_id: int, membership_id: int, role: Role) -> Membership:
+    """Give a member another role; an organization keeps at least one owner."""
     require_org_role(organization_id, Role.ADMIN)
+    _lock_organization(organization_id)
     membership = _membership(organization_id, membership_id)
     _check_can_grant(organization_id, role)
     if membership.role == Role.OWNER:
@@ -404,7 +423,9 @@ def change_member_role(organization_id: int, membership_id: int, role: Role) -> 
 
 
 def remove_member(organization_id: int, membership_id: int) -> None:
+    """Take a member out of the organization; an organization keeps at least one owner."""
     require_org_role(organization_id, Role.ADMIN)
+    _lock_organization(organization_id)
     membership = _membership(organization_id, membership_id)
     if membership.role == Role.OWNER:
         _check_can_grant(organization_id, Role.OWNER)
