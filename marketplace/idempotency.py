@@ -8,6 +8,7 @@ and forgotten after `idempotency_seconds`. 5xx outcomes are not stored, so they 
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -45,9 +46,36 @@ def _request_fingerprint() -> str:
     return h.hexdigest()
 
 
+def _cipher():
+    """Stored responses can hold secrets shown once (client secrets, invitation codes), so
+    they are encrypted at rest with a key derived from SECRET_KEY."""
+    from cryptography.fernet import Fernet
+
+    key = hashlib.sha256(b"crowdline-idempotency:" + current_app.secret_key.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _seal(body: str) -> str:
+    return _cipher().encrypt(body.encode()).decode()
+
+
+def _open(sealed: str | None) -> str:
+    from cryptography.fernet import InvalidToken
+
+    if not sealed:
+        return ""
+    try:
+        return _cipher().decrypt(sealed.encode()).decode()
+    except InvalidToken:
+        # SECRET_KEY changed since it was stored: the response cannot be replayed.
+        raise Conflict(
+            "This Idempotency-Key's stored response can no longer be read; use a new key."
+        ) from None
+
+
 def _replay(record: IdempotencyRecord):
     response = current_app.response_class(
-        record.response_body or "", status=record.status_code or 200
+        _open(record.response_body), status=record.status_code or 200
     )
     for name, value in (record.response_headers or {}).items():
         response.headers[name] = value
@@ -136,7 +164,7 @@ def idempotent(view: Callable) -> Callable:
         record = db.session.get(IdempotencyRecord, record_id)
         record.state = "done"
         record.status_code = response.status_code
-        record.response_body = response.get_data(as_text=True)
+        record.response_body = _seal(response.get_data(as_text=True))
         record.response_headers = {
             h: response.headers[h] for h in _REPLAYED_HEADERS if h in response.headers
         }

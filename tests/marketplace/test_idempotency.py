@@ -272,3 +272,26 @@ def test_concurrent_duplicates_create_exactly_one_organization(app, api, owner, 
     replay = _create(api, owner, key=key)
     assert replay.status_code == 201
     assert replay.get_json() == originals[0]
+
+
+def test_stored_responses_are_encrypted_at_rest(api, app, db_session):
+    """A client secret or invitation code shown once must not sit readable in the table."""
+    from marketplace.models import IdempotencyRecord
+
+    owner = api.signup("client")
+    response = api.post(
+        "/api/v1/organizations",
+        owner.token,
+        json={"name": "Plaintext Probe Org", "kind": "client"},
+        headers={"Idempotency-Key": "seal-check"},
+    )
+    assert response.status_code == 201
+    record = db_session.scalar(select(IdempotencyRecord))
+    assert "Plaintext Probe Org" not in record.response_body
+    replay = api.post(
+        "/api/v1/organizations",
+        owner.token,
+        json={"name": "Plaintext Probe Org", "kind": "client"},
+        headers={"Idempotency-Key": "seal-check"},
+    )
+    assert replay.get_json() == response.get_json()
