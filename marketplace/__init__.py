@@ -56,6 +56,7 @@ def register_proxy_fix(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
+    from marketplace.database import include_in_autogenerate
     from marketplace.extensions import api, db, migrate
 
     db.init_app(app)
@@ -65,6 +66,7 @@ def register_extensions(app: Flask) -> None:
         directory=str(Path(__file__).resolve().parent.parent / "migrations"),
         render_as_batch=True,
         compare_type=True,
+        include_object=include_in_autogenerate,
     )
     app.config.setdefault("API_SPEC_OPTIONS", {})
     app.config["API_SPEC_OPTIONS"] = {
@@ -104,6 +106,7 @@ def _scopes() -> dict[str, str]:
 def _import_models() -> None:
     """Every package's models, so metadata (and Alembic) sees every table."""
     import credentials.models  # noqa: F401
+    import jobs.models  # noqa: F401
     import marketplace.accounts.models
     import marketplace.models
     import marketplace.oauth.models  # noqa: F401

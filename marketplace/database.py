@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, TypeDecorator, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase
 
@@ -56,3 +57,37 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+# Expression indexes (e.g. `priority DESC`) that Alembic's autogenerate cannot compare
+# faithfully; the migrations create them by hand.
+HAND_WRITTEN_INDEXES = {"ix_tasks_leasable"}
+
+
+def include_in_autogenerate(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    return not (type_ == "index" and name in HAND_WRITTEN_INDEXES)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: let SQLAlchemy drive transactions, enforce foreign keys, and use WAL."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn: Any) -> None:
+    # Take the write lock up front: SQLite has no row locks, so a transaction that reads and
+    # then writes (leasing, idempotency claims, owner checks) must not interleave with another.
+    if conn.dialect.name != "sqlite":
+        return
+    if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -133,7 +133,9 @@ def db_session(app: Flask):
     """
     with app.app_context():
         engine = db.engine
-    session = Session(engine, expire_on_commit=True)
+    # Autocommit: the test's own reads never hold a transaction (or SQLite's write lock)
+    # open while the app serves its requests.
+    session = Session(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=True)
 
     @event.listens_for(session, "do_orm_execute")
     def _always_fresh(state):
