@@ -130,6 +130,16 @@ def register_blueprints(app: Flask) -> None:
 
     api.register_blueprint(workers_blp)
     api.register_blueprint(credentials_blp)
+
+    from jobs.import_routes import imports_blp
+    from jobs.results_routes import results_blp
+    from jobs.routes import blp as jobs_blp
+    from jobs.routes import task_api
+
+    api.register_blueprint(jobs_blp)
+    api.register_blueprint(imports_blp)
+    api.register_blueprint(results_blp)
+    api.register_blueprint(task_api)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(health_bp)
 
@@ -174,6 +184,7 @@ def register_commands(app: Flask) -> None:
 def register_domain_hooks(app: Flask) -> None:
     """Signal handlers of packages further right in the import chain."""
     import credentials.tasks  # noqa: F401  (registers its periodic jobs)
+    import jobs.tasks  # noqa: F401
     import workers.hooks  # noqa: F401
 
 

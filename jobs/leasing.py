@@ -1,0 +1,351 @@
+"""The task API: lease the next task, heartbeat, release, submit; and lease expiry.
+
+Invariant 1 lives here. A task row carries `live_count` and `submitted_count`; leasing
+increments `live_count` only while live + submitted < redundancy_target, on a row it holds
+locked (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent leasers take different rows;
+SQLite: every transaction holds the write lock). The (task, worker) unique constraint means
+a worker can never hold or judge a task twice.
+
+Invariant 2 too: eligibility is checked when leasing, and again at heartbeat and submit, so
+a revoked or expired clearance ends a live lease at its next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app, request
+from sqlalchemy import exists, or_, select, update
+
+from credentials import eligibility
+from jobs import answers, events, money
+from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
+from jobs.services import complete_job_if_done
+from marketplace import clock
+from marketplace.database import db
+from marketplace.errors import Conflict, NotEligible, NotFound, ValidationFailed
+from marketplace.locking import get_for_update
+from marketplace.pagination import paginate
+from workers.access import my_worker_profile
+from workers.models import WorkerProfile, WorkerStatus
+
+MAX_JOBS_CONSIDERED = 50
+EXPIRE_BATCH = 200
+# Gold tasks are judged by every worker who meets them once; they never fill up.
+GOLD_REDUNDANCY = 1_000_000
+
+
+def _hash(value: str | None) -> str | None:
+    if not value:
+        return None
+    key = current_app.secret_key.encode()
+    return hashlib.sha256(key + b":" + value.encode()).hexdigest()
+
+
+def _require_working(worker: WorkerProfile) -> None:
+    if worker.status != WorkerStatus.ACTIVE:
+        raise NotEligible(
+            f"Your account is {worker.status.value}; you cannot take tasks now.",
+            reason=f"worker_{worker.status.value}",
+            status_reason=worker.status_reason,
+        )
+
+
+def _eligibility(worker: WorkerProfile, job: Job) -> eligibility.Eligibility:
+    return eligibility.check(worker, eligibility.Requirements.from_dict(job.requirements))
+
+
+def _open_now(job: Job, now: datetime) -> bool:
+    return job.status == JobStatus.ACTIVE and (job.deadline is None or job.deadline > now)
+
+
+def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) -> list[Job]:
+    if job_id is not None:
+        job = db.session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if not _open_now(job, now):
+            return []
+        verdict = _eligibility(worker, job)
+        if not verdict.eligible:
+            raise NotEligible(
+                "You do not meet this job's requirements.",
+                reasons=[r.__dict__ for r in verdict.reasons],
+            )
+        return [job]
+    jobs = db.session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.ACTIVE, or_(Job.deadline.is_(None), Job.deadline > now))
+        .order_by(Job.priority.desc(), Job.id)
+        .limit(MAX_JOBS_CONSIDERED * 4)
+    )
+    eligible = [job for job in jobs if _eligibility(worker, job).eligible]
+    return eligible[:MAX_JOBS_CONSIDERED]
+
+
+def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
+    """Take one slot on the next task of `job` this worker has never had, atomically."""
+    for _ in range(3):
+        task_id = db.session.scalar(
+            select(Task.id)
+            .where(
+                Task.job_id == job.id,
+                Task.status == TaskStatus.OPEN,
+                Task.is_gold.is_(gold),
+                Task.live_count + Task.submitted_count < Task.redundancy_target,
+                ~exists().where(Assignment.task_id == Task.id, Assignment.worker_id == worker.id),
+            )
+            .order_by(Task.priority.desc(), Task.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if task_id is None:
+            return None
+        taken = db.session.execute(
+            update(Task)
+            .where(
+                Task.id == task_id,
+                Task.status == TaskStatus.OPEN,
+                Task.live_count + Task.submitted_count < Task.redundancy_target,
+            )
+            .values(live_count=Task.live_count + 1)
+        )
+        if taken.rowcount == 1:
+            return db.session.get(Task, task_id, populate_existing=True)
+    return None
+
+
+def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment | None:
+    """Lease the next task the calling worker may do (None when there is nothing)."""
+    worker = my_worker_profile()
+    _require_working(worker)
+    now = clock.now()
+    for job in _candidate_jobs(worker, job_id, now):
+        expire_due_leases(job.id)
+        order = [True, False] if random.random() < job.gold_rate else [False, True]
+        for gold in order:
+            task = _claim(job, worker, gold)
+            if task is None:
+                continue
+            assignment = Assignment(
+                task_id=task.id,
+                job_id=job.id,
+                worker_id=worker.id,
+                status=AssignmentStatus.LEASED,
+                leased_at=now,
+                lease_expires_at=now + timedelta(seconds=job.lease_seconds),
+                is_gold=task.is_gold,
+                fingerprint_hash=_hash(fingerprint),
+                ip_hash=_hash(request.remote_addr),
+            )
+            db.session.add(assignment)
+            db.session.flush()
+            money.place_hold(job, assignment)
+            db.session.commit()
+            return assignment
+    db.session.commit()  # lazily expired leases stay expired
+    return None
+
+
+def _mine(assignment_id: int) -> tuple[Assignment, WorkerProfile]:
+    worker = my_worker_profile()
+    assignment = get_for_update(Assignment, assignment_id)
+    if assignment is None or assignment.worker_id != worker.id:
+        raise NotFound(f"assignment {assignment_id} not found")
+    return assignment, worker
+
+
+def _end_lease(assignment: Assignment, status: AssignmentStatus, reason: str | None) -> None:
+    """Close a live lease and give its slot back (the caller holds the assignment lock)."""
+    assignment.status = status
+    assignment.release_reason = reason
+    assignment.ended_at = clock.now()
+    db.session.execute(
+        update(Task)
+        .where(Task.id == assignment.task_id, Task.live_count > 0)
+        .values(live_count=Task.live_count - 1)
+    )
+    money.release_hold(assignment)
+
+
+def _lapse_if_due(assignment: Assignment) -> None:
+    if assignment.status == AssignmentStatus.LEASED and clock.now() >= assignment.lease_expires_at:
+        _end_lease(assignment, AssignmentStatus.EXPIRED, "lease expired")
+        db.session.commit()
+        raise Conflict("The lease has expired; lease a new task.", assignment_status="expired")
+
+
+def _check_still_eligible(assignment: Assignment, worker: WorkerProfile, job: Job) -> None:
+    problems: list[dict[str, Any]] = []
+    if worker.status != WorkerStatus.ACTIVE:
+        problems.append({"code": f"worker_{worker.status.value}", "detail": worker.status.value})
+    else:
+        problems = [r.__dict__ for r in _eligibility(worker, job).reasons]
+    if problems:
+        _end_lease(assignment, AssignmentStatus.RELEASED, "lost eligibility")
+        db.session.commit()
+        raise NotEligible(
+            "You no longer meet this job's requirements; the task was given back.",
+            reasons=problems,
+        )
+
+
+def heartbeat(assignment_id: int) -> Assignment:
+    """Extend a live lease by the job's lease duration."""
+    assignment, worker = _mine(assignment_id)
+    if assignment.status != AssignmentStatus.LEASED:
+        raise Conflict(
+            f"The assignment is {assignment.status.value}, not leased.",
+            assignment_status=assignment.status.value,
+        )
+    _lapse_if_due(assignment)
+    job = db.session.get(Job, assignment.job_id)
+    _check_still_eligible(assignment, worker, job)
+    if job.status == JobStatus.CANCELLED:
+        raise Conflict("The job was cancelled.")
+    assignment.lease_expires_at = clock.now() + timedelta(seconds=job.lease_seconds)
+    db.session.commit()
+    return assignment
+
+
+def release(assignment_id: int, reason: str | None) -> Assignment:
+    """Give a leased task back (a skip). Releasing twice is harmless."""
+    assignment, _ = _mine(assignment_id)
+    if assignment.status == AssignmentStatus.RELEASED:
+        return assignment
+    if assignment.status != AssignmentStatus.LEASED:
+        raise Conflict(
+            f"The assignment is {assignment.status.value}; only leased tasks can be released.",
+            assignment_status=assignment.status.value,
+        )
+    _end_lease(assignment, AssignmentStatus.RELEASED, reason or "released")
+    db.session.commit()
+    return assignment
+
+
+def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Assignment:
+    """Record a judgment. A retry with the same answer returns the same result."""
+    assignment, worker = _mine(assignment_id)
+    if assignment.status in (
+        AssignmentStatus.SUBMITTED,
+        AssignmentStatus.ACCEPTED,
+        AssignmentStatus.REJECTED,
+    ):
+        if answers.canonical(assignment.answer) == answers.canonical(answer):
+            return assignment
+        raise Conflict(
+            "This assignment was already submitted with a different answer.",
+            assignment_status=assignment.status.value,
+        )
+    if assignment.status != AssignmentStatus.LEASED:
+        raise Conflict(
+            f"The assignment is {assignment.status.value}; it takes no answer.",
+            assignment_status=assignment.status.value,
+        )
+    _lapse_if_due(assignment)
+    job = db.session.get(Job, assignment.job_id)
+    if problem := answers.check_answer(job.answer_spec, answer):
+        raise ValidationFailed(
+            f"The answer does not fit the job's answer_spec: {problem}.",
+            errors={"answer": [problem]},
+        )
+    _check_still_eligible(assignment, worker, job)
+    now = clock.now()
+    assignment.status = AssignmentStatus.SUBMITTED
+    assignment.answer = answer
+    assignment.submitted_at = now
+    assignment.ended_at = now
+    assignment.server_seconds = (now - assignment.leased_at).total_seconds()
+    assignment.active_seconds = active_seconds
+    task = get_for_update(Task, assignment.task_id)
+    task.live_count = max(0, task.live_count - 1)
+    task.submitted_count += 1
+    if task.is_gold:
+        assignment.gold_correct = answers.canonical(answer) == answers.canonical(task.gold_answer)
+        assignment.status = (
+            AssignmentStatus.ACCEPTED if assignment.gold_correct else AssignmentStatus.REJECTED
+        )
+        if assignment.gold_correct:
+            money.settle_judgment(assignment)
+    elif task.status == TaskStatus.OPEN and task.submitted_count >= task.redundancy_target:
+        db.session.flush()
+        _complete_task(job, task)
+    db.session.commit()
+    return assignment
+
+
+def _complete_task(job: Job, task: Task) -> None:
+    """Fixed-redundancy consensus: the most common answer wins (the quality engine will
+    replace this with an adaptive, accuracy-weighted posterior)."""
+    judged = list(
+        db.session.scalars(
+            select(Assignment)
+            .where(Assignment.task_id == task.id, Assignment.status == AssignmentStatus.SUBMITTED)
+            .order_by(Assignment.submitted_at, Assignment.id)
+        )
+    )
+    votes = Counter(answers.canonical(a.answer) for a in judged)
+    winner, count = votes.most_common(1)[0]
+    first = next(a for a in judged if answers.canonical(a.answer) == winner)
+    task.final_answer = first.answer
+    task.confidence = round(count / len(judged), 4)
+    task.method = "majority"
+    task.status = TaskStatus.COMPLETED
+    task.completed_at = clock.now()
+    for assignment in judged:
+        assignment.status = AssignmentStatus.ACCEPTED
+        money.settle_judgment(assignment)
+    events.task_completed(job, task)
+    complete_job_if_done(job)
+
+
+def expire_due_leases(job_id: int | None = None, limit: int = EXPIRE_BATCH) -> int:
+    """Return the slots of leases past their expiry (in the caller's transaction)."""
+    query = (
+        select(Assignment.id)
+        .where(
+            Assignment.status == AssignmentStatus.LEASED,
+            Assignment.lease_expires_at <= clock.now(),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if job_id is not None:
+        query = query.where(Assignment.job_id == job_id)
+    ids = list(db.session.scalars(query))
+    for assignment in db.session.scalars(select(Assignment).where(Assignment.id.in_(ids))):
+        _end_lease(assignment, AssignmentStatus.EXPIRED, "lease expired")
+    return len(ids)
+
+
+def expire_leases_everywhere() -> int:
+    """Periodic job: expire due leases in batches until none are left."""
+    total = 0
+    while True:
+        count = expire_due_leases()
+        db.session.commit()
+        total += count
+        if count < EXPIRE_BATCH:
+            return total
+
+
+def my_assignments(args: dict[str, Any]) -> dict[str, Any]:
+    worker = my_worker_profile()
+    query = select(Assignment).where(Assignment.worker_id == worker.id)
+    if status := args.get("status"):
+        query = query.where(Assignment.status == status)
+    if job_id := args.get("job_id"):
+        query = query.where(Assignment.job_id == job_id)
+    return paginate(query, Assignment.id, args)
+
+
+def my_assignment(assignment_id: int) -> Assignment:
+    worker = my_worker_profile()
+    assignment = db.session.get(Assignment, assignment_id)
+    if assignment is None or assignment.worker_id != worker.id:
+        raise NotFound(f"assignment {assignment_id} not found")
+    return assignment
