@@ -65,7 +65,7 @@ def add_tasks(
             Task(
                 job_id=job_id,
                 external_id=f"gold-{i}",
-                payload={"image_url": f"https://example.org/gold-{i}.jpg"},
+                payload={"image_url": f"https://example.org/{100_000 + i}.jpg"},
                 is_gold=True,
                 gold_answer=gold_answer,
                 priority=0,
