@@ -6,7 +6,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from jobs import leasing, services
+from jobs import leasing, services, worker_stats
 from jobs.models import Job, Task
 from jobs.schemas import (
     AssignmentListArgsSchema,
@@ -17,6 +17,7 @@ from jobs.schemas import (
     JobListArgsSchema,
     JobSchema,
     JobUpdateSchema,
+    JobWorkerSchema,
     LeaseRequestSchema,
     ReleaseSchema,
     SubmitSchema,
@@ -26,7 +27,7 @@ from jobs.schemas import (
 from marketplace.auth import require
 from marketplace.database import db
 from marketplace.idempotency import idempotent
-from marketplace.pagination import next_link, page_schema
+from marketplace.pagination import PageArgsSchema, next_link, page_schema
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs and tasks (clients)")
 task_api = Blueprint(
@@ -39,6 +40,7 @@ task_api = Blueprint(
 JobPage = page_schema(JobSchema, "JobPage")
 TaskPage = page_schema(TaskSchema, "TaskPage")
 AssignmentPage = page_schema(AssignmentSummarySchema, "AssignmentPage")
+JobWorkerPage = page_schema(JobWorkerSchema, "JobWorkerPage")
 
 
 def _paged(page):
@@ -120,6 +122,16 @@ blp.route("/jobs/<int:job_id>/cancel")(
         "JobCancel", "Cancel the job: open tasks cancelled, leases given back", services.cancel_job
     )
 )
+
+
+@blp.route("/jobs/<int:job_id>/workers")
+class JobWorkers(MethodView):
+    @require("jobs:read")
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, JobWorkerPage)
+    def get(self, args, job_id):
+        """The workers on this job, as pseudonyms, with their figures on this job only"""
+        return _paged(worker_stats.job_worker_stats(job_id, args))
 
 
 @blp.route("/jobs/<int:job_id>/tasks/<int:task_id>")

@@ -106,6 +106,19 @@ class JobSchema(Schema):
         }
 
 
+class JobWorkerSchema(Schema):
+    """A worker as a client sees them: a pseudonym and figures from this job alone."""
+
+    worker = fields.String(metadata={"description": "pseudonymous worker id"})
+    leases = fields.Integer()
+    judgments = fields.Integer()
+    accepted = fields.Integer()
+    released = fields.Integer()
+    gold_judged = fields.Integer()
+    gold_accuracy = fields.Float(allow_none=True)
+    mean_seconds_on_task = fields.Float(allow_none=True)
+
+
 class JobListArgsSchema(PageArgsSchema):
     status = fields.Enum(JobStatus, by_value=True)
 

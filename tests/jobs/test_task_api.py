@@ -257,3 +257,38 @@ def test_paused_jobs_hand_out_nothing(api, app):
     worker = active_worker(api, admin)
     api.post(f"/api/v1/jobs/{job['id']}/pause", client.token)
     assert lease(api, worker, job["id"]).status_code == 204
+
+
+def test_clients_see_workers_only_as_pseudonyms_with_job_stats(api, app, manual_clock):
+    admin = api.admin(app)
+    client = api.signup("client")
+    job = create_job(api, client, gold_rate=0.5)
+    add_tasks(app, job["id"], 2, gold=2, gold_answer="dog")
+    api.post(f"/api/v1/jobs/{job['id']}/activate", client.token)
+    worker = active_worker(api, admin)
+    while (response := lease(api, worker, job["id"])).status_code == 201:
+        api.post(
+            f"/api/v1/assignments/{response.get_json()['id']}/submit",
+            worker.token,
+            json={"answer": "cat"},
+        )
+    stats = api.get(f"/api/v1/jobs/{job['id']}/workers", client.token).get_json()
+    profile = api.get("/api/v1/workers/me", worker.token).get_json()
+    assert stats["items"] == [
+        {
+            "worker": profile["pseudonym"],
+            "leases": 4,
+            "judgments": 4,
+            "accepted": 0,
+            "released": 0,
+            "gold_judged": 2,
+            "gold_accuracy": 0.0,
+            "mean_seconds_on_task": 0.0,
+        }
+    ]
+    text = json.dumps(stats)
+    assert worker.email not in text and str(profile["id"]) not in text.replace(
+        profile["pseudonym"], ""
+    )
+    other = api.signup("client")
+    assert_problem(api.get(f"/api/v1/jobs/{job['id']}/workers", other.token), 404)
