@@ -12,3 +12,7 @@ def task_completed(job: Job, task: Task) -> None:
 
 def job_completed(job: Job) -> None:
     """Every task of the job is completed or cancelled."""
+
+
+def budget_low(job: Job, free_amount: int) -> None:
+    """The job's free budget covers few more judgments (webhook `job.budget_low`)."""

@@ -27,7 +27,13 @@ from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, Task
 from jobs.services import complete_job_if_done
 from marketplace import clock
 from marketplace.database import db
-from marketplace.errors import Conflict, NotEligible, NotFound, ValidationFailed
+from marketplace.errors import (
+    Conflict,
+    InsufficientFunds,
+    NotEligible,
+    NotFound,
+    ValidationFailed,
+)
 from marketplace.locking import get_for_update
 from marketplace.pagination import paginate
 from workers.access import my_worker_profile
@@ -126,10 +132,16 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
     now = clock.now()
     for job in _candidate_jobs(worker, job_id, now):
         expire_due_leases(job.id)
+        if not money.can_afford_a_judgment(job, worker.id):
+            continue  # leasing for this job stops until it is funded again
         order = [True, False] if random.random() < job.gold_rate else [False, True]
         for gold in order:
+            # A savepoint per attempt: if the hold is refused (a concurrent lease took the
+            # last of the budget), the claimed slot is given back with it.
+            attempt = db.session.begin_nested()
             task = _claim(job, worker, gold)
             if task is None:
+                attempt.rollback()
                 continue
             assignment = Assignment(
                 task_id=task.id,
@@ -144,7 +156,12 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
             )
             db.session.add(assignment)
             db.session.flush()
-            money.place_hold(job, assignment)
+            try:
+                money.place_hold(job, assignment)
+            except InsufficientFunds:
+                attempt.rollback()
+                break
+            attempt.commit()
             db.session.commit()
             return assignment
     db.session.commit()  # lazily expired leases stay expired

@@ -64,6 +64,8 @@ class Job(db.Model):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # job.budget_low fires once per funding cycle; a new funding clears it.
+    budget_low_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TaskStatus(enum.StrEnum):

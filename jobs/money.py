@@ -1,22 +1,95 @@
 """Where the task loop meets the ledger. Leasing calls `place_hold`, giving a task back or
 losing a lease calls `release_hold`, and an accepted judgment calls `settle_judgment` — each
-inside the same transaction as the change that causes it.
-
-Until the billing issue lands these record nothing; the call sites are final.
-"""
+inside the same database transaction as the change that causes it, so a lease without its
+hold (or a judgment accepted without its pay) can never be committed."""
 
 from __future__ import annotations
 
+from flask import current_app
+from sqlalchemy import select
+
+from billing import services as billing
+from jobs import events
 from jobs.models import Assignment, Job
+from marketplace import clock
+from marketplace.accounts.models import Organization, OrgKind
+from marketplace.database import db
+from workers.models import Crowd, CrowdMember
+
+
+def vendor_margin(job: Job, worker_id: int) -> tuple[int, int | None]:
+    """The margin of the vendor through whose crowd the worker reaches this job, if any."""
+    crowd_ids = [c for c in (job.requirements or {}).get("crowds", []) if c != "public"]
+    if not crowd_ids:
+        return 0, None
+    row = db.session.execute(
+        select(Crowd.vendor_margin_bps, Crowd.organization_id)
+        .join(CrowdMember, CrowdMember.crowd_id == Crowd.id)
+        .join(Organization, Organization.id == Crowd.organization_id)
+        .where(
+            CrowdMember.worker_id == worker_id,
+            Crowd.id.in_(crowd_ids),
+            Organization.kind == OrgKind.VENDOR,
+            Crowd.vendor_margin_bps > 0,
+        )
+        .order_by(Crowd.id)
+        .limit(1)
+    ).first()
+    if row is None:
+        return 0, None
+    return (job.price_amount * row.vendor_margin_bps + 5000) // 10_000, row.organization_id
+
+
+def can_afford_a_judgment(job: Job, worker_id: int) -> bool:
+    margin, _ = vendor_margin(job, worker_id)
+    return billing.free_budget(job.id, job.currency) >= billing.hold_cost(job.price_amount, margin)
 
 
 def place_hold(job: Job, assignment: Assignment) -> None:
-    """Reserve one judgment's price on the job's escrow for a new lease."""
+    """Reserve one judgment's price (+ fee, + margin) on the job's escrow for a new lease;
+    raises InsufficientFunds when the free budget cannot cover it."""
+    margin, vendor = vendor_margin(job, assignment.worker_id)
+    billing.place_hold_in_txn(
+        job_id=job.id,
+        worker_id=assignment.worker_id,
+        assignment_id=assignment.id,
+        price=job.price_amount,
+        currency=job.currency,
+        margin=margin,
+        vendor_organization_id=vendor,
+    )
+    _warn_if_budget_low(job)
+
+
+def _warn_if_budget_low(job: Job) -> None:
+    free = billing.free_budget(job.id, job.currency)
+    threshold = current_app.config["CROWDLINE"].budget_low_judgments * billing.hold_cost(
+        job.price_amount
+    )
+    if free < threshold and job.budget_low_notified_at is None:
+        job.budget_low_notified_at = clock.now()
+        events.budget_low(job, free)
 
 
 def release_hold(assignment: Assignment) -> None:
     """Free the hold of a lease that was released, expired or lost eligibility."""
+    billing.release_hold_in_txn(assignment.id)
 
 
 def settle_judgment(assignment: Assignment) -> None:
-    """Turn an accepted judgment's hold into the worker's pending earnings."""
+    """Turn an accepted judgment's hold into the worker's pending earnings, fee and margin."""
+    job = db.session.get(Job, assignment.job_id)
+    billing.settle_judgment_in_txn(assignment.id, job.organization_id)
+
+
+def reverse_judgment(assignment: Assignment, reason: str) -> bool:
+    """Take back a voided judgment's pay while still pending (the quality engine calls it)."""
+    return billing.reverse_judgment_pay_in_txn(assignment.id, reason)
+
+
+@billing.funds_added.connect
+def _rearm_budget_warning(_payment, *, job_id: int | None, **_kwargs) -> None:
+    if job_id is not None:
+        job = db.session.get(Job, job_id)
+        if job is not None:
+            job.budget_low_notified_at = None

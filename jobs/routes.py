@@ -6,7 +6,16 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from jobs import leasing, services, worker_stats
+from billing.schemas import (
+    BonusSchema,
+    EarningSchema,
+    FundSchema,
+    PaymentSchema,
+    RefundOutSchema,
+    RefundSchema,
+    SpendSchema,
+)
+from jobs import funding, leasing, services, worker_stats
 from jobs.models import Job, Task
 from jobs.schemas import (
     AssignmentListArgsSchema,
@@ -228,3 +237,50 @@ class Submit(MethodView):
         return AssignmentView(
             leasing.submit(assignment_id, data["answer"], data.get("active_seconds"))
         )
+
+
+# --- money -------------------------------------------------------------------------------
+
+
+@blp.route("/jobs/<int:job_id>/fund")
+class JobFund(MethodView):
+    @require("billing:write")
+    @idempotent
+    @blp.arguments(FundSchema)
+    @blp.response(201, PaymentSchema)
+    def post(self, data, job_id):
+        """Add budget to the job (a Stripe PaymentIntent when configured; the offline gateway
+        confirms at once). Needs an Idempotency-Key."""
+        return funding.fund_job(job_id, data["amount"])
+
+
+@blp.route("/jobs/<int:job_id>/refund")
+class JobRefund(MethodView):
+    @require("billing:write")
+    @idempotent
+    @blp.arguments(RefundSchema)
+    @blp.response(201, RefundOutSchema)
+    def post(self, data, job_id):
+        """Return unspent budget to the card it came from. Needs an Idempotency-Key."""
+        return funding.refund_job(job_id, data["amount"])
+
+
+@blp.route("/jobs/<int:job_id>/spend")
+class JobSpend(MethodView):
+    @require("billing:read")
+    @blp.response(200, SpendSchema)
+    def get(self, job_id):
+        """Where the job's budget went: funded, refunded, free, held, settled, bonuses"""
+        return funding.job_spend(job_id)
+
+
+@blp.route("/jobs/<int:job_id>/bonuses")
+class JobBonus(MethodView):
+    @require("billing:write")
+    @idempotent
+    @blp.arguments(BonusSchema)
+    @blp.response(201, EarningSchema)
+    def post(self, data, job_id):
+        """Pay a bonus, with a reason, to a worker (by pseudonym) who judged this job's tasks.
+        Needs an Idempotency-Key."""
+        return funding.pay_bonus(job_id, data)

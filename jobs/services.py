@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from billing import services as billing
 from jobs import events, money
 from jobs.access import get_job, get_job_for_update
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
@@ -200,6 +201,14 @@ def activate_job(job_id: int) -> Job:
         raise Conflict("The job has a gold rate but no gold tasks; import some or set gold_rate 0.")
     if job.deadline is not None and job.deadline <= clock.now():
         raise Conflict("The deadline has passed; move it before activating.")
+    if billing.free_budget(job.id, job.currency) < billing.hold_cost(job.price_amount):
+        raise Conflict(
+            "Fund the job before activating it: its free budget does not cover one judgment.",
+            free_budget={
+                "amount": billing.free_budget(job.id, job.currency),
+                "currency": job.currency,
+            },
+        )
     previous = job.status
     job.status = JobStatus.ACTIVE
     job.activated_at = job.activated_at or clock.now()

@@ -105,6 +105,7 @@ def _scopes() -> dict[str, str]:
 
 def _import_models() -> None:
     """Every package's models, so metadata (and Alembic) sees every table."""
+    import billing.models  # noqa: F401
     import credentials.models  # noqa: F401
     import jobs.models  # noqa: F401
     import marketplace.accounts.models
@@ -183,7 +184,9 @@ def register_commands(app: Flask) -> None:
 
 def register_domain_hooks(app: Flask) -> None:
     """Signal handlers of packages further right in the import chain."""
+    import billing.tasks  # noqa: F401
     import credentials.tasks  # noqa: F401  (registers its periodic jobs)
+    import jobs.money
     import jobs.tasks  # noqa: F401
     import workers.hooks  # noqa: F401
 

@@ -59,6 +59,13 @@ class Settings:
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = None
     rq_queue: str = "default"
+    # Money: the platform's fee on top of each judgment's price (basis points), how long
+    # earnings stay pending for QA, the smallest payout, and when job.budget_low fires
+    # (when the free budget covers fewer than this many more judgments).
+    platform_fee_bps: int = 2000
+    qa_window_seconds: int = 3 * 24 * 3600
+    payout_minimum: int = 500
+    budget_low_judgments: int = 20
     # Run background jobs inline after commit even when Redis is configured (tests).
     jobs_inline: bool = False
     # How many reverse proxies (load balancer, ingress) sit in front and set X-Forwarded-*.
@@ -79,6 +86,9 @@ class Settings:
             stripe_webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET") or None,
             stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
             rq_queue=os.environ.get("RQ_QUEUE", "default"),
+            platform_fee_bps=int(os.environ.get("CROWDLINE_PLATFORM_FEE_BPS", "2000")),
+            qa_window_seconds=int(os.environ.get("CROWDLINE_QA_WINDOW_SECONDS", str(3 * 86400))),
+            payout_minimum=int(os.environ.get("CROWDLINE_PAYOUT_MINIMUM", "500")),
             jobs_inline=_flag("CROWDLINE_JOBS_INLINE"),
             proxy_hops=int(os.environ.get("CROWDLINE_PROXY_HOPS", "0")),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from marketplace.database import db
 
@@ -14,7 +14,8 @@ M = TypeVar("M")
 
 def get_for_update(model: type[M], row_id: int) -> M | None:
     """Lock the row (SELECT … FOR UPDATE; a no-op on SQLite) and return it freshly loaded."""
-    locked = db.session.scalar(select(model.id).where(model.id == row_id).with_for_update())
+    key = inspect(model).primary_key[0]
+    locked = db.session.scalar(select(key).where(key == row_id).with_for_update())
     if locked is None:
         return None
     return db.session.get(model, row_id, populate_existing=True)
@@ -22,4 +23,4 @@ def get_for_update(model: type[M], row_id: int) -> M | None:
 
 def lock(instance: M) -> M:
     """Lock an already loaded row and refresh it from the database."""
-    return get_for_update(type(instance), instance.id)
+    return get_for_update(type(instance), inspect(instance).identity[0])

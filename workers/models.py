@@ -82,6 +82,8 @@ class Crowd(db.Model):
     )
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    # A vendor's margin on each judgment its crowd's workers do, in basis points of the price.
+    vendor_margin_bps: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

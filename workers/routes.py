@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from billing import services as billing
+from billing.schemas import BalanceSchema, EarningSchema
 from marketplace.auth import require
 from marketplace.idempotency import idempotent
 from marketplace.pagination import PageArgsSchema, next_link, page_schema
@@ -42,6 +44,7 @@ CrowdMemberPage = page_schema(CrowdMemberSchema, "CrowdMemberPage")
 MyCrowdPage = page_schema(MyCrowdSchema, "MyCrowdPage")
 InvitationPage = page_schema(InvitationListItemSchema, "InvitationPage")
 JoinRequestPage = page_schema(JoinRequestSchema, "JoinRequestPage")
+EarningPage = page_schema(EarningSchema, "EarningPage")
 
 
 def _paged(page):
@@ -233,3 +236,22 @@ class JoinReject(MethodView):
     def post(self, data, crowd_id, request_id):
         """Reject a join request"""
         return crowds.decide_join_request(crowd_id, request_id, False, data.get("reason"))
+
+
+@blp.route("/workers/me/balance")
+class MyBalance(MethodView):
+    @require("billing:read")
+    @blp.response(200, BalanceSchema)
+    def get(self):
+        """Your earnings: pending (inside the QA window), available, in payout, paid"""
+        return billing.worker_balances(my_worker_profile().id)
+
+
+@blp.route("/workers/me/earnings")
+class MyEarnings(MethodView):
+    @require("billing:read")
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, EarningPage)
+    def get(self, args):
+        """Every judgment and bonus you were paid for, with when it becomes available"""
+        return _paged(billing.list_earnings(my_worker_profile().id, args))

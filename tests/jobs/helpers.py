@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -79,9 +80,31 @@ def add_tasks(
         return list(db.session.scalars(select(Task.id).where(Task.job_id == job_id)))
 
 
-def active_job(api: Api, app, client: Account, tasks: int = 3, gold: int = 0, **overrides):
+def fund(api: Api, client: Account, job_id: int, amount: int) -> dict[str, Any]:
+    """Fund a job through the API (the offline gateway confirms at once)."""
+    response = api.post(
+        f"/api/v1/jobs/{job_id}/fund",
+        client.token,
+        json={"amount": {"amount": amount, "currency": "USD"}},
+        headers={"Idempotency-Key": f"fund-{job_id}-{amount}-{uuid.uuid4().hex}"},
+    )
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def active_job(
+    api: Api,
+    app,
+    client: Account,
+    tasks: int = 3,
+    gold: int = 0,
+    budget: int = 100_000,
+    **overrides,
+):
     job = create_job(api, client, **overrides)
     add_tasks(app, job["id"], tasks, gold=gold)
+    if budget:
+        fund(api, client, job["id"], budget)
     response = api.post(f"/api/v1/jobs/{job['id']}/activate", client.token)
     assert response.status_code == 200, response.get_json()
     return response.get_json()

@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 
 from jobs.models import Job
 from tests.helpers import assert_problem
-from tests.jobs.helpers import active_job, add_tasks, create_job, job_body
+from tests.jobs.helpers import active_job, add_tasks, create_job, fund, job_body
 
 
 def test_client_posts_a_draft_job(api):
@@ -65,6 +65,9 @@ def test_lifecycle(api, app):
     # nothing to do without tasks
     assert_problem(api.post(f"/api/v1/jobs/{job['id']}/activate", client.token), 409)
     add_tasks(app, job["id"], 2)
+    # nor without budget
+    assert_problem(api.post(f"/api/v1/jobs/{job['id']}/activate", client.token), 409)
+    fund(api, client, job["id"], 1000)
     assert api.post(f"/api/v1/jobs/{job['id']}/activate", client.token).get_json()["status"] == (
         "active"
     )
@@ -86,6 +89,7 @@ def test_gold_rate_needs_gold_tasks(api, app):
     client = api.signup("client")
     job = create_job(api, client, gold_rate=0.2)
     add_tasks(app, job["id"], 2)
+    fund(api, client, job["id"], 1000)
     assert_problem(api.post(f"/api/v1/jobs/{job['id']}/activate", client.token), 409)
     add_tasks(app, job["id"], 0, gold=1)
     assert api.post(f"/api/v1/jobs/{job['id']}/activate", client.token).status_code == 200

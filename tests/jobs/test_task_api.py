@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from jobs.models import Assignment, Task
 from tests.helpers import assert_problem
-from tests.jobs.helpers import active_job, active_worker, add_tasks, create_job, lease
+from tests.jobs.helpers import active_job, active_worker, add_tasks, create_job, fund, lease
 from tests.workforce import invite_and_join, make_clearance, make_crowd, make_skill, worker_id
 
 
@@ -218,6 +218,7 @@ def test_gold_is_indistinguishable_and_scored(api, app, db_session):
     job = create_job(api, client, gold_rate=0.5)
     add_tasks(app, job["id"], 0, gold=3, gold_answer="dog")
     add_tasks(app, job["id"], 3)
+    fund(api, client, job["id"], 10_000)
     api.post(f"/api/v1/jobs/{job['id']}/activate", client.token)
     worker = active_worker(api, admin)
     seen = []
@@ -264,6 +265,7 @@ def test_clients_see_workers_only_as_pseudonyms_with_job_stats(api, app, manual_
     client = api.signup("client")
     job = create_job(api, client, gold_rate=0.5)
     add_tasks(app, job["id"], 2, gold=2, gold_answer="dog")
+    fund(api, client, job["id"], 10_000)
     api.post(f"/api/v1/jobs/{job['id']}/activate", client.token)
     worker = active_worker(api, admin)
     while (response := lease(api, worker, job["id"])).status_code == 201:

@@ -1,0 +1,171 @@
+"""Posting to the double-entry ledger. The only code that writes ledger rows.
+
+`post()` writes one transaction: its legs must sum to zero in one currency, its idempotency
+key is unique (posting the same key again returns the first transaction and changes
+nothing), and every leg updates its account's cached balance in the same statement batch.
+Accounts that hold real money for someone (a client's balance, a job's escrow and holds,
+a worker's pending and available earnings, payout clearing) may never go below zero: the
+guarded UPDATE refuses, and the whole transaction with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from billing.models import LedgerAccount, LedgerEntry, LedgerTransaction, OwnerType, Purpose
+from marketplace import clock
+from marketplace.database import db
+from marketplace.errors import InsufficientFunds
+
+NON_NEGATIVE = {
+    Purpose.BALANCE,
+    Purpose.ESCROW,
+    Purpose.HOLDS,
+    Purpose.PENDING,
+    Purpose.AVAILABLE,
+    Purpose.PAYOUT_CLEARING,
+}
+
+
+class UnbalancedTransaction(ValueError):
+    """Legs that do not sum to zero, or mix currencies: a programming error."""
+
+
+@dataclass(frozen=True)
+class Leg:
+    account: LedgerAccount
+    amount: int
+
+
+def account(owner_type: OwnerType, owner_id: int, purpose: Purpose, currency: str) -> LedgerAccount:
+    """The account for (owner, purpose, currency), created on first use (race-safe)."""
+    key = {
+        "owner_type": owner_type,
+        "owner_id": owner_id,
+        "purpose": purpose,
+        "currency": currency,
+    }
+    found = db.session.scalar(select(LedgerAccount).filter_by(**key))
+    if found is not None:
+        return found
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(
+        insert(LedgerAccount)
+        .values(**key, balance=0, created_at=clock.now())
+        .on_conflict_do_nothing(index_elements=["owner_type", "owner_id", "purpose", "currency"])
+    )
+    return db.session.scalar(select(LedgerAccount).filter_by(**key))
+
+
+def platform(purpose: Purpose, currency: str) -> LedgerAccount:
+    return account(OwnerType.PLATFORM, 0, purpose, currency)
+
+
+def processor(currency: str) -> LedgerAccount:
+    return account(OwnerType.PROCESSOR, 0, Purpose.PROCESSOR, currency)
+
+
+def find(idempotency_key: str) -> LedgerTransaction | None:
+    return db.session.scalar(
+        select(LedgerTransaction).where(LedgerTransaction.idempotency_key == idempotency_key)
+    )
+
+
+def post(
+    kind: str,
+    idempotency_key: str,
+    legs: list[Leg],
+    *,
+    job_id: int | None = None,
+    worker_id: int | None = None,
+    organization_id: int | None = None,
+    reference: str | None = None,
+    memo: str = "",
+) -> LedgerTransaction | None:
+    """Write one balanced transaction (in the caller's database transaction)."""
+    legs = [leg for leg in legs if leg.amount != 0]
+    if not legs:
+        return None  # nothing moves (a free job): no transaction
+    if sum(leg.amount for leg in legs) != 0:
+        raise UnbalancedTransaction(f"{kind}: legs sum to {sum(leg.amount for leg in legs)}")
+    currencies = {leg.account.currency for leg in legs}
+    if len(currencies) != 1:
+        raise UnbalancedTransaction(f"{kind}: mixed currencies {sorted(currencies)}")
+    if existing := find(idempotency_key):
+        return existing
+    savepoint = db.session.begin_nested()
+    try:
+        txn = LedgerTransaction(
+            kind=kind,
+            idempotency_key=idempotency_key,
+            created_at=clock.now(),
+            job_id=job_id,
+            worker_id=worker_id,
+            organization_id=organization_id,
+            reference=reference,
+            memo=memo,
+        )
+        db.session.add(txn)
+        db.session.flush()
+        # Debits first, so a guarded account is checked before anything is credited.
+        for leg in sorted(legs, key=lambda leg: (leg.amount, leg.account.id)):
+            statement = (
+                update(LedgerAccount)
+                .where(LedgerAccount.id == leg.account.id)
+                .values(balance=LedgerAccount.balance + leg.amount)
+            )
+            if leg.amount < 0 and leg.account.purpose in NON_NEGATIVE:
+                statement = statement.where(LedgerAccount.balance + leg.amount >= 0)
+            if db.session.execute(statement).rowcount != 1:
+                raise InsufficientFunds(
+                    f"Not enough money in the {leg.account.purpose.value} account for this "
+                    f"{kind} ({-leg.amount} {leg.account.currency} needed).",
+                    account=leg.account.purpose.value,
+                )
+            db.session.add(
+                LedgerEntry(
+                    transaction_id=txn.id,
+                    account_id=leg.account.id,
+                    amount=leg.amount,
+                    currency=leg.account.currency,
+                )
+            )
+        db.session.flush()
+        savepoint.commit()
+    except IntegrityError:
+        savepoint.rollback()
+        if existing := find(idempotency_key):  # a concurrent post of the same key won
+            return existing
+        raise
+    except Exception:
+        savepoint.rollback()
+        raise
+    for leg in legs:
+        db.session.expire(leg.account, ["balance"])
+    return txn
+
+
+def balance(account_: LedgerAccount) -> int:
+    """The balance derived from the legs (the cache must always equal it)."""
+    return db.session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.account_id == account_.id
+        )
+    )
+
+
+def current_balance(owner_type: OwnerType, owner_id: int, purpose: Purpose, currency: str) -> int:
+    found = db.session.scalar(
+        select(LedgerAccount.balance).where(
+            LedgerAccount.owner_type == owner_type,
+            LedgerAccount.owner_id == owner_id,
+            LedgerAccount.purpose == purpose,
+            LedgerAccount.currency == currency,
+        )
+    )
+    return found or 0

@@ -1,0 +1,17 @@
+"""Billing background jobs (RQ). Each takes ids or nothing and calls a service."""
+
+from __future__ import annotations
+
+from billing import services
+from marketplace.background import register_periodic
+
+
+def mature_earnings() -> int:
+    """Make earnings whose QA window has closed available for payout."""
+    total = 0
+    while (count := services.mature_earnings()) > 0:
+        total += count
+    return total
+
+
+register_periodic("billing.tasks.mature_earnings", 600)
