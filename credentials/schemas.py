@@ -325,12 +325,12 @@ class CrowdRef(fields.Field):
 
 class RequirementsSchema(Schema):
     skills = fields.List(
-        fields.Nested(SkillRequirementSchema), load_default=list, validate=validate.Length(max=50)
+        fields.Nested(SkillRequirementSchema), load_default=list, validate=validate.Length(max=20)
     )
     clearances = fields.List(
         fields.String(validate=validate.Length(min=1, max=80)),
         load_default=list,
-        validate=validate.Length(max=50),
+        validate=validate.Length(max=20),
     )
     crowds = fields.List(CrowdRef(), load_default=list, validate=validate.Length(max=100))
     countries = fields.List(
