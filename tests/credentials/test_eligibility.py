@@ -126,3 +126,34 @@ def test_vendor_cannot_check_other_vendors_workers(api):
         json={"worker_id": worker_id(api, worker), "requirements": {}},
     )
     assert_problem(response, 404)
+
+
+def test_large_requirement_sets_are_answered(api, app):
+    """Past six skills/clearances the query is planned in written order (PostgreSQL)."""
+    admin = api.admin(app)
+    for i in range(8):
+        make_skill(api, admin, f"skill.s{i}")
+    worker = api.signup("worker")
+    wid = activate(api, admin, worker)
+    skills = api.get("/api/v1/skills?limit=50", admin.token).get_json()["items"]
+    for skill in skills:
+        api.post(
+            f"/api/v1/workers/{wid}/skills",
+            admin.token,
+            json={"skill_id": skill["id"], "level": 80, "reason": "bulk grant"},
+        )
+    requirements = {"skills": [{"skill": s["slug"], "min_level": 70} for s in skills]}
+    supply = api.post(
+        "/api/v1/eligibility/supply", admin.token, json={"requirements": requirements}
+    ).get_json()
+    assert supply == {"eligible_workers": 1}
+    listed = api.post(
+        "/api/v1/eligibility/workers", admin.token, json={"requirements": requirements}
+    ).get_json()["items"]
+    assert [w["id"] for w in listed] == [wid]
+    too_many = {"skills": [{"skill": f"x{i}"} for i in range(21)]}
+    assert_problem(
+        api.post("/api/v1/eligibility/supply", admin.token, json={"requirements": too_many}),
+        422,
+        field="requirements",
+    )
