@@ -285,14 +285,15 @@ def _e_step(data: _Judgments, confusion: np.ndarray, prior: np.ndarray) -> tuple
     log_theta = log_theta.reshape(data.n_workers * data.n_labels, data.n_labels)
     scores = data.counts @ log_theta
     scores += np.log(np.maximum(prior, _TINY))
-    # log-sum-exp per row; numpy reduces a handful of columns far faster column by column
-    # (or as a matrix product) than along a short axis=1
+    # log-sum-exp per row. numpy reduces a short axis=1 slowly, so the max goes column by
+    # column and sums go through einsum: a matrix product would call BLAS, whose threads
+    # thrash on a busy machine (here and below)
     top = scores[:, 0].copy()
     for k in range(1, data.n_labels):
         np.maximum(top, scores[:, k], out=top)
     scores -= top[:, None]
     np.exp(scores, out=scores)
-    totals = scores @ np.ones(data.n_labels)
+    totals = np.einsum("ij->i", scores)
     log_evidence = top + np.log(totals)
     posterior = scores
     posterior /= totals[:, None]
@@ -302,7 +303,7 @@ def _e_step(data: _Judgments, confusion: np.ndarray, prior: np.ndarray) -> tuple
         log_evidence[data.gold_tasks] += np.log(np.maximum(known, _TINY))
         posterior[data.gold_tasks] = 0.0
         posterior[data.gold_tasks, data.gold_labels] = 1.0
-    return posterior, float(log_evidence @ data.observed)
+    return posterior, float(np.einsum("i,i->", log_evidence, data.observed))
 
 
 def _expected_counts(data: _Judgments, posterior: np.ndarray) -> np.ndarray:
@@ -335,7 +336,7 @@ def _one_coin_m_step(
 
 
 def _class_prior(data: _Judgments, posterior: np.ndarray, smoothing: float) -> np.ndarray:
-    counts = data.observed @ posterior + smoothing
+    counts = np.einsum("i,ij->j", data.observed, posterior) + smoothing
     total = counts.sum()
     if total <= 0:  # nothing observed and no smoothing
         return np.full(data.n_labels, 1.0 / data.n_labels)
