@@ -1,4 +1,4 @@
-"""Job progress and streamed results.
+"""Job progress, streamed results and client webhooks.
 
 The schemas of these routes live here rather than in jobs/schemas.py: they describe only
 these responses.
@@ -9,13 +9,16 @@ from __future__ import annotations
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from billing.schemas import MoneyOutSchema
-from jobs import results
-from jobs.models import AssignmentStatus, TaskStatus
+from jobs import events, results, webhooks
+from jobs.models import AssignmentStatus, DeliveryStatus, TaskStatus
+from jobs.schemas import WebhookCreateSchema
 from marketplace.auth import require
 from marketplace.errors import CrowdlineError
+from marketplace.idempotency import idempotent
+from marketplace.pagination import PageArgsSchema, next_link, page_schema
 
 results_blp = Blueprint(
     "job_results", __name__, url_prefix="/api/v1", description="Progress, results and webhooks"
@@ -107,6 +110,48 @@ class ResultLineSchema(Schema):
     )
 
 
+class WebhookSchema(Schema):
+    id = fields.Integer()
+    organization_id = fields.Integer()
+    url = fields.String()
+    events = fields.List(fields.String())
+    active = fields.Boolean()
+    created_at = fields.DateTime(format="iso")
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = fields.String(
+        metadata={"description": "signing secret: shown only in this response; keep it"}
+    )
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer()
+    event_id = fields.String()
+    event_type = fields.String()
+    status = fields.Enum(DeliveryStatus, by_value=True)
+    attempts = fields.Integer()
+    next_attempt_at = fields.DateTime(format="iso", allow_none=True)
+    last_attempt_at = fields.DateTime(format="iso", allow_none=True)
+    last_status_code = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = fields.DateTime(format="iso")
+    payload = fields.Dict()
+
+
+class DeliveryListArgsSchema(PageArgsSchema):
+    status = fields.Enum(DeliveryStatus, by_value=True)
+    event_type = fields.String(validate=validate.OneOf(events.EVENT_TYPES))
+
+
+WebhookPage = page_schema(WebhookSchema, "WebhookPage")
+DeliveryPage = page_schema(DeliverySchema, "DeliveryPage")
+
+
+def _paged(page):
+    return page, next_link(page["next_cursor"])
+
+
 # --- progress and results ----------------------------------------------------------------
 
 
@@ -177,3 +222,46 @@ class JobResults(MethodView):
                 f'attachment; filename="job-{job_id}-results.csv"'
             )
         return response
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+@results_blp.route("/organizations/<int:organization_id>/webhooks")
+class Webhooks(MethodView):
+    @require("jobs:read")
+    @results_blp.arguments(PageArgsSchema, location="query")
+    @results_blp.response(200, WebhookPage)
+    def get(self, args, organization_id):
+        """The organization's webhook endpoints (admins)"""
+        return _paged(webhooks.list_endpoints(organization_id, args))
+
+    @require("jobs:write")
+    @idempotent
+    @results_blp.arguments(WebhookCreateSchema)
+    @results_blp.response(201, WebhookCreatedSchema)
+    def post(self, data, organization_id):
+        """Register a webhook endpoint for job.completed, task.completed and/or job.budget_low
+        (admins). The response carries the signing secret, once. Each request is signed:
+        `Crowdline-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`; the
+        `Crowdline-Event-Id` header (the body's `id`) stays the same across retries."""
+        return webhooks.create_endpoint(organization_id, data)
+
+
+@results_blp.route("/organizations/<int:organization_id>/webhooks/<int:webhook_id>")
+class WebhookDetail(MethodView):
+    @require("jobs:write")
+    @results_blp.response(204)
+    def delete(self, organization_id, webhook_id):
+        """Delete a webhook endpoint; deliveries it has not received are abandoned (admins)"""
+        webhooks.delete_endpoint(organization_id, webhook_id)
+
+
+@results_blp.route("/organizations/<int:organization_id>/webhooks/<int:webhook_id>/deliveries")
+class WebhookDeliveries(MethodView):
+    @require("jobs:read")
+    @results_blp.arguments(DeliveryListArgsSchema, location="query")
+    @results_blp.response(200, DeliveryPage)
+    def get(self, args, organization_id, webhook_id):
+        """The endpoint's delivery log: attempts, last status code and error, next attempt"""
+        return _paged(webhooks.list_deliveries(organization_id, webhook_id, args))

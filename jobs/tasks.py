@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs import leasing
+from jobs import leasing, webhooks
 from marketplace.background import register_periodic
 
 
@@ -11,4 +11,15 @@ def expire_leases() -> int:
     return leasing.expire_leases_everywhere()
 
 
+def deliver_webhook(delivery_id: int) -> str | None:
+    """Send one webhook delivery now (enqueued after the commit that created or closed it)."""
+    return webhooks.deliver(delivery_id)
+
+
+def deliver_due_webhooks() -> int:
+    """Send what is due: retries after their backoff, and task batches whose window ended."""
+    return webhooks.deliver_due()
+
+
 register_periodic("jobs.tasks.expire_leases", 60)
+register_periodic("jobs.tasks.deliver_due_webhooks", 15)
