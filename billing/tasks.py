@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing import services
+from billing import payouts, services
 from marketplace.background import register_periodic
 
 
@@ -14,4 +14,10 @@ def mature_earnings() -> int:
     return total
 
 
+def run_payouts() -> dict:
+    """Pay out available balances that reached the minimum; retry pending payouts first."""
+    return payouts.run_payouts().as_dict()
+
+
 register_periodic("billing.tasks.mature_earnings", 600)
+register_periodic("billing.tasks.run_payouts", 3600)

@@ -127,10 +127,12 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(ops_blp)
 
     from credentials.routes import blp as credentials_blp
+    from workers.payout_routes import blp as payouts_blp
     from workers.routes import blp as workers_blp
 
     api.register_blueprint(workers_blp)
     api.register_blueprint(credentials_blp)
+    api.register_blueprint(payouts_blp)
 
     from jobs.import_routes import imports_blp
     from jobs.results_routes import results_blp

@@ -45,6 +45,42 @@ def ensure_admin(email: str | None, password: str | None) -> None:
     click.echo("=" * 66)
 
 
+payouts_cli = AppGroup("payouts", help="Worker payouts.")
+crowdline_cli.add_command(payouts_cli)
+
+
+@payouts_cli.command("run")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 1000))
+def payouts_run(batch_size: int) -> None:
+    """Retry due pending payouts, then pay every worker whose available balance reached the
+    minimum (what the hourly job does), printing each payout as it goes."""
+    from billing import payouts
+
+    due = payouts.due_counts()
+    click.echo(
+        f"{due['pending_due']} pending payout(s) to retry, "
+        f"{due['workers_due']} balance(s) due a payout"
+    )
+
+    def show(event: payouts.PayoutEvent) -> None:
+        line = (
+            f"payout {event.payout_id} worker {event.worker_id} "
+            f"{event.amount} {event.currency}: {event.outcome}"
+        )
+        if event.outcome == "paid":
+            line += f" ({event.transfer_id})"
+        elif event.outcome in ("retrying", "failed"):
+            line += f" after {event.attempts} attempt(s): {event.error}"
+        click.echo(line)
+
+    summary = payouts.run_payouts(batch_size=batch_size, progress=show)
+    amounts = ", ".join(f"{v} {k}" for k, v in sorted(summary.paid_amounts.items())) or "nothing"
+    click.echo(
+        f"done: {summary.created} created, {summary.attempted} attempted, {summary.paid} paid "
+        f"({amounts}), {summary.retrying} to retry, {summary.failed} failed"
+    )
+
+
 @rq_cli.command("worker")
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
