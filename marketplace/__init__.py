@@ -115,6 +115,7 @@ def _import_models() -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from billing.routes import blp as billing_blp
     from marketplace.accounts.routes import blp as accounts_blp
     from marketplace.extensions import api
     from marketplace.oauth.routes import api_blp as oauth_api_blp
@@ -125,6 +126,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(accounts_blp)
     api.register_blueprint(oauth_api_blp)
     api.register_blueprint(ops_blp)
+    api.register_blueprint(billing_blp)
 
     from credentials.routes import blp as credentials_blp
     from workers.payout_routes import blp as payouts_blp

@@ -140,6 +140,25 @@ def rq_scheduler(interval: int, once: bool) -> None:
         time.sleep(interval)
 
 
+@crowdline_cli.command("reconcile")
+@click.option("--skip-processor", is_flag=True, help="Check the ledger against itself only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def reconcile(skip_processor: bool, as_json: bool) -> None:
+    """Check the ledger against itself and against the payment processor's records.
+
+    Exits 1 when there is any discrepancy (or the processor cannot be reached), 0 otherwise.
+    """
+    import json
+
+    from billing.reconciliation import format_report
+    from billing.reconciliation import reconcile as run_reconciliation
+
+    report = run_reconciliation(processor=not skip_processor)
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else format_report(report))
+    if not report.ok:
+        raise SystemExit(1)
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(crowdline_cli)
     app.cli.add_command(rq_cli)
