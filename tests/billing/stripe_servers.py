@@ -603,24 +603,35 @@ class StripeFake:
             self.localstripe.configure_webhook(name, "http://127.0.0.1:9/", WEBHOOK_SECRET, [])
 
 
+# Test modules use these fixtures by aliasing them (`stripe_fake = stripe_servers.stripe_fake`),
+# and pytest keeps a session-scoped fixture per module that defines it. So the servers live
+# here, one per test session: every module's instance hands out the same ones, and the first
+# teardown at the end of the session stops them.
+_SHARED: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def localstripe_server() -> Iterator[LocalStripe]:
-    server = _start_localstripe()
+    if "localstripe" not in _SHARED:
+        _SHARED["localstripe"] = _start_localstripe()
     try:
-        yield server
+        yield _SHARED["localstripe"]
     finally:
-        _stop(server.process)
-        with contextlib.suppress(OSError):
-            os.unlink(server.log_path)
+        if (server := _SHARED.pop("localstripe", None)) is not None:
+            _stop(server.process)
+            with contextlib.suppress(OSError):
+                os.unlink(server.log_path)
 
 
 @pytest.fixture(scope="session")
 def stripe_stub(localstripe_server: LocalStripe) -> Iterator[StripeStub]:
-    stub = StripeStub(localstripe_server.base)
+    if "stub" not in _SHARED:
+        _SHARED["stub"] = StripeStub(localstripe_server.base)
     try:
-        yield stub
+        yield _SHARED["stub"]
     finally:
-        stub.close()
+        if (stub := _SHARED.pop("stub", None)) is not None:
+            stub.close()
 
 
 @pytest.fixture
@@ -641,11 +652,14 @@ def stripe_app(app, stripe_stub: StripeStub):
     """The app configured for Stripe (aimed at the stub), sharing the test database."""
     from tests.conftest import build_app
 
-    return build_app(
-        stripe_secret_key=SECRET_KEY,
-        stripe_api_base=stripe_stub.base,
-        stripe_webhook_secret=WEBHOOK_SECRET,
-    )
+    if _SHARED.get("app_base") != stripe_stub.base:
+        _SHARED["app"] = build_app(
+            stripe_secret_key=SECRET_KEY,
+            stripe_api_base=stripe_stub.base,
+            stripe_webhook_secret=WEBHOOK_SECRET,
+        )
+        _SHARED["app_base"] = stripe_stub.base
+    return _SHARED["app"]
 
 
 @dataclass
