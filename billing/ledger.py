@@ -112,8 +112,9 @@ def post(
         )
         db.session.add(txn)
         db.session.flush()
-        # Debits first, so a guarded account is checked before anything is credited.
-        for leg in sorted(legs, key=lambda leg: (leg.amount, leg.account.id)):
+        # In account order, so two transactions over the same accounts lock them in the same
+        # order and cannot deadlock (a refused debit rolls every leg back with the savepoint).
+        for leg in sorted(legs, key=lambda leg: leg.account.id):
             statement = (
                 update(LedgerAccount)
                 .where(LedgerAccount.id == leg.account.id)

@@ -23,6 +23,7 @@ from billing.models import (
     EarningStatus,
     Hold,
     HoldStatus,
+    LedgerAccount,
     LedgerTransaction,
     OwnerType,
     Payment,
@@ -128,7 +129,13 @@ def apply_payment_succeeded_in_txn(payment_intent_id: str, amount: int) -> Ledge
             OwnerType.ORGANIZATION, payment.organization_id, Purpose.BALANCE, payment.currency
         )
     )
-    txn = ledger.post(
+    if payment.status != PaymentStatus.SUCCEEDED:
+        payment.status = PaymentStatus.SUCCEEDED
+        payment.succeeded_at = clock.now()
+        # Before the ledger moves: listeners write the job's row, and every transaction takes
+        # a job's row before its ledger accounts, so none can wait on another in a cycle.
+        funds_added.send(payment, job_id=payment.job_id)
+    return ledger.post(
         "funding",
         f"payment:{payment_intent_id}",
         [Leg(ledger.processor(payment.currency), -payment.amount), Leg(credit, payment.amount)],
@@ -137,11 +144,6 @@ def apply_payment_succeeded_in_txn(payment_intent_id: str, amount: int) -> Ledge
         reference=payment_intent_id,
         memo="funding confirmed by the processor",
     )
-    if payment.status != PaymentStatus.SUCCEEDED:
-        payment.status = PaymentStatus.SUCCEEDED
-        payment.succeeded_at = clock.now()
-        funds_added.send(payment, job_id=payment.job_id)
-    return txn
 
 
 def move_balance_to_job(
@@ -169,7 +171,9 @@ def refund_unused_budget(
     organization_id: int, job_id: int, amount: int, currency: str, key: str
 ) -> Refund:
     """Give unspent budget back to the card it came from (most recent payments first)."""
-    escrow = _job(Purpose.ESCROW, job_id, currency)
+    # Locked before it is read: nothing may spend it between this check and the processor's
+    # refund, or the processor would return money the ledger then refuses to take out.
+    escrow = get_for_update(LedgerAccount, _job(Purpose.ESCROW, job_id, currency).id)
     if escrow.balance < amount:
         raise InsufficientFunds(
             f"Only {escrow.balance} {currency} of the budget is free to refund.",
@@ -193,6 +197,11 @@ def refund_unused_budget(
         refund_id = gateway().refund(payment.payment_intent_id, amount, f"refund:{key}")
     except GatewayError as error:
         raise ServiceUnavailable(f"The payment processor is unavailable: {error}") from None
+    if done := db.session.scalar(select(Refund).where(Refund.processor_refund_id == refund_id)):
+        # The same request again (its Idempotency-Key record expired): the processor answered
+        # with the refund it already made, which is already recorded.
+        db.session.commit()
+        return done
     ledger.post(
         "refund",
         f"refund:{refund_id}",
@@ -443,31 +452,42 @@ def pay_bonus(
 
 def mature_earnings(limit: int = 1000) -> int:
     """Move earnings whose QA window has closed from pending to available. Periodic job."""
-    due = list(
+    now = clock.now()
+    due = (Earning.status == EarningStatus.PENDING, Earning.available_at <= now)
+    workers = list(
         db.session.scalars(
-            select(Earning)
-            .where(Earning.status == EarningStatus.PENDING, Earning.available_at <= clock.now())
-            .order_by(Earning.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+            select(Earning.worker_id).where(*due).group_by(Earning.worker_id).limit(limit)
         )
     )
-    for earning in due:
-        ledger.post(
-            "earning_matured",
-            f"mature:{earning.id}",
-            [
-                Leg(_worker(Purpose.PENDING, earning.worker_id, earning.currency), -earning.amount),
-                Leg(
-                    _worker(Purpose.AVAILABLE, earning.worker_id, earning.currency), earning.amount
-                ),
-            ],
-            job_id=earning.job_id,
-            worker_id=earning.worker_id,
+    matured = 0
+    # One database transaction per worker: a settlement credits several workers' pending
+    # accounts in one, so a run holding several of them at once could deadlock with it.
+    for worker_id in workers:
+        earnings = list(
+            db.session.scalars(
+                select(Earning)
+                .where(Earning.worker_id == worker_id, *due)
+                .order_by(Earning.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
         )
-        earning.status = EarningStatus.AVAILABLE
+        for earning in earnings:
+            ledger.post(
+                "earning_matured",
+                f"mature:{earning.id}",
+                [
+                    Leg(_worker(Purpose.PENDING, worker_id, earning.currency), -earning.amount),
+                    Leg(_worker(Purpose.AVAILABLE, worker_id, earning.currency), earning.amount),
+                ],
+                job_id=earning.job_id,
+                worker_id=worker_id,
+            )
+            earning.status = EarningStatus.AVAILABLE
+        db.session.commit()
+        matured += len(earnings)
     db.session.commit()
-    return len(due)
+    return matured
 
 
 def worker_balances(worker_id: int, currency: str = "USD") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from jobs.models import Assignment, Job
 from marketplace import clock
 from marketplace.accounts.models import Organization, OrgKind
 from marketplace.database import db
+from marketplace.locking import get_for_update
 from workers.models import Crowd, CrowdMember
 
 
@@ -49,6 +50,11 @@ def place_hold(job: Job, assignment: Assignment) -> None:
     """Reserve one judgment's price (+ fee, + margin) on the job's escrow for a new lease;
     raises InsufficientFunds when the free budget cannot cover it."""
     margin, vendor = vendor_margin(job, assignment.worker_id)
+    # Warn before holding: the warning writes the job's row, and every transaction must take
+    # a job's row before its ledger accounts (a refund locks the job, then the escrow), or
+    # the two wait on each other. If the hold is refused, the warning is undone with it.
+    free = billing.free_budget(job.id, job.currency)
+    _warn_if_budget_low(job, free - billing.hold_cost(job.price_amount, margin))
     billing.place_hold_in_txn(
         job_id=job.id,
         worker_id=assignment.worker_id,
@@ -58,11 +64,9 @@ def place_hold(job: Job, assignment: Assignment) -> None:
         margin=margin,
         vendor_organization_id=vendor,
     )
-    _warn_if_budget_low(job)
 
 
-def _warn_if_budget_low(job: Job) -> None:
-    free = billing.free_budget(job.id, job.currency)
+def _warn_if_budget_low(job: Job, free: int) -> None:
     threshold = current_app.config["CROWDLINE"].budget_low_judgments * billing.hold_cost(
         job.price_amount
     )
@@ -90,6 +94,8 @@ def reverse_judgment(assignment: Assignment, reason: str) -> bool:
 @billing.funds_added.connect
 def _rearm_budget_warning(_payment, *, job_id: int | None, **_kwargs) -> None:
     if job_id is not None:
-        job = db.session.get(Job, job_id)
+        # Locked even when nothing changes: a funding then waits for a refund of the same job
+        # (which locks the job, then its escrow) instead of deadlocking with it.
+        job = get_for_update(Job, job_id)
         if job is not None:
             job.budget_low_notified_at = None
