@@ -32,6 +32,28 @@ NON_NEGATIVE = {
 }
 
 
+# The order in which a posting locks its accounts (by id within a purpose): a job's, then
+# the processor's and the platform's, then organizations', then workers'. So no two postings
+# take the same accounts in opposite orders, whenever each account happened to be created,
+# and the hot platform accounts come after a job's (which callers may have locked first).
+LOCK_ORDER = {
+    purpose: rank
+    for rank, purpose in enumerate(
+        (
+            Purpose.ESCROW,
+            Purpose.HOLDS,
+            Purpose.PROCESSOR,
+            Purpose.FEES,
+            Purpose.BALANCE,
+            Purpose.MARGIN,
+            Purpose.PENDING,
+            Purpose.AVAILABLE,
+            Purpose.PAYOUT_CLEARING,
+        )
+    )
+}
+
+
 class UnbalancedTransaction(ValueError):
     """Legs that do not sum to zero, or mix currencies: a programming error."""
 
@@ -112,9 +134,9 @@ def post(
         )
         db.session.add(txn)
         db.session.flush()
-        # In account order, so two transactions over the same accounts lock them in the same
-        # order and cannot deadlock (a refused debit rolls every leg back with the savepoint).
-        for leg in sorted(legs, key=lambda leg: leg.account.id):
+        # In LOCK_ORDER, so postings over the same accounts cannot deadlock each other (a
+        # refused debit rolls every leg back with the savepoint).
+        for leg in sorted(legs, key=lambda leg: (LOCK_ORDER[leg.account.purpose], leg.account.id)):
             statement = (
                 update(LedgerAccount)
                 .where(LedgerAccount.id == leg.account.id)

@@ -14,7 +14,6 @@ from jobs.models import Assignment, Job
 from marketplace import clock
 from marketplace.accounts.models import Organization, OrgKind
 from marketplace.database import db
-from marketplace.locking import get_for_update
 from workers.models import Crowd, CrowdMember
 
 
@@ -94,8 +93,6 @@ def reverse_judgment(assignment: Assignment, reason: str) -> bool:
 @billing.funds_added.connect
 def _rearm_budget_warning(_payment, *, job_id: int | None, **_kwargs) -> None:
     if job_id is not None:
-        # Locked even when nothing changes: a funding then waits for a refund of the same job
-        # (which locks the job, then its escrow) instead of deadlocking with it.
-        job = get_for_update(Job, job_id)
+        job = db.session.get(Job, job_id)
         if job is not None:
             job.budget_low_notified_at = None
