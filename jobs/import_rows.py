@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import re
+import math
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -31,9 +31,6 @@ _CSV_COLUMNS = frozenset(
     {"external_id", "payload", "gold_answer", "prelabel_answer", "prelabel_confidence", "priority"}
 )
 _BOM = b"\xef\xbb\xbf"
-# Only a line with a \u escape (NUL, lone surrogates), 19 digits in a row (past int64) or a
-# three-digit exponent (infinity) can hold a value no column stores; others skip that walk.
-_MAYBE_UNSTORABLE = re.compile(rb"\\u|\d{19}|[eE][-+]?\d{3}")
 
 Errors = dict[Any, Any]
 # (row number, the row as parsed (to name its external_id in errors), its values or None,
@@ -61,33 +58,33 @@ def _check_record(
     if not isinstance(record, dict):
         return None, {"_schema": ["Each row must be a JSON object."]}
     errors = {} if vetted else unstorable_values(record)
-    for key in record.keys() - _FIELDS:
-        if key not in errors and not unstorable(key):
-            errors[key] = ["Unknown field."]
-
-    def problem(field: str, message: str) -> None:
-        if field not in errors:
-            errors[field] = [message]
+    if not _FIELDS.issuperset(record):
+        for key in record.keys() - _FIELDS:
+            if key not in errors and not unstorable(key):
+                errors[key] = ["Unknown field."]
+    problem = errors.setdefault  # the first problem found with a field is the one reported
 
     external_id = record.get("external_id")
     if external_id is not None and (
         not isinstance(external_id, str) or not 1 <= len(external_id) <= MAX_EXTERNAL_ID
     ):
-        problem("external_id", f"Must be a string of 1 to {MAX_EXTERNAL_ID} characters.")
+        problem("external_id", [f"Must be a string of 1 to {MAX_EXTERNAL_ID} characters."])
     payload = record.get("payload")
     if payload is None:
-        problem("payload", "Missing data for required field.")
+        problem("payload", ["Missing data for required field."])
     elif not isinstance(payload, dict):
-        problem("payload", "Must be a JSON object.")
+        problem("payload", ["Must be a JSON object."])
     gold = record.get("gold_answer")
     if gold is not None and (message := check_answer(spec, gold)):
-        problem("gold_answer", message[0].upper() + message[1:] + ".")
+        problem("gold_answer", [message[0].upper() + message[1:] + "."])
     prelabel, confidence = record.get("prelabel"), None
     if prelabel is not None:
         if not isinstance(prelabel, dict):
-            problem("prelabel", "Must be an object {answer, confidence}.")
+            problem("prelabel", ["Must be an object {answer, confidence}."])
         else:
-            nested: Errors = {key: ["Unknown field."] for key in prelabel.keys() - _PRELABEL_FIELDS}
+            nested: Errors = {}
+            if not _PRELABEL_FIELDS.issuperset(prelabel):
+                nested = {key: ["Unknown field."] for key in prelabel.keys() - _PRELABEL_FIELDS}
             answer, confidence = prelabel.get("answer"), prelabel.get("confidence")
             if answer is None:
                 nested["answer"] = ["Missing data for required field."]
@@ -108,7 +105,7 @@ def _check_record(
         or isinstance(priority, bool)
         or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]
     ):
-        problem("priority", "Must be a whole number from -100 to 100.")
+        problem("priority", ["Must be a whole number from -100 to 100."])
     if errors:
         return None, errors
     confidence = float(confidence) if confidence is not None else None
@@ -142,12 +139,53 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _parse_json(text: str) -> Any:
+class _Recheck(Exception):
+    """A number that may not fit a column: parse the row the careful way."""
+
+
+def _short_int(text: str) -> int:
+    if len(text) > 18:  # maybe past int64
+        raise _Recheck
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Recheck
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# Most rows: numbers are vetted as they are parsed, and a row without a \u escape has no NUL
+# or lone surrogate (raw control characters are not JSON), so the walk over every value that
+# unstorable_values makes can be skipped.
+_VETTING_DECODER = json.JSONDecoder(
+    parse_int=_short_int, parse_float=_finite_float, parse_constant=_refuse_constant
+)
+
+
+def _parse_json(text: str, decoder: json.JSONDecoder = _DECODER) -> Any:
     """The JSON value, or raise ValueError naming the problem."""
+    text = text.strip()
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        value, end = decoder.raw_decode(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def _parse_row(line: bytes) -> tuple[Any, bool]:
+    """The row's JSON value, and whether it is known to hold only storable values."""
+    text = line.decode("utf-8")
+    if b"\\u" not in line:
+        try:
+            return _parse_json(text, _VETTING_DECODER), True
+        except _Recheck:
+            pass
+    return _parse_json(text), False
 
 
 def ndjson_records(body: IO[bytes], spec: dict[str, Any]) -> Iterator[Record]:
@@ -158,13 +196,12 @@ def ndjson_records(body: IO[bytes], spec: dict[str, Any]) -> Iterator[Record]:
         if not line.strip():
             continue
         try:
-            record = _parse_json(line.decode("utf-8"))
+            record, vetted = _parse_row(line)
         except UnicodeDecodeError:
             yield number, None, None, {"_schema": ["The row is not valid UTF-8."]}
         except ValueError as error:
             yield number, None, None, {"_schema": [f"Not valid JSON: {error}."]}
         else:
-            vetted = _MAYBE_UNSTORABLE.search(line) is None
             yield number, record, *_check_record(record, spec, vetted=vetted)
 
 

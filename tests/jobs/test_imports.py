@@ -257,8 +257,11 @@ def test_conflicting_reimport_is_a_row_error(api, db_session):
     assert tasks_of(db_session, job["id"])[1].payload["image_url"] == "https://example.org/1.jpg"
 
 
-def test_duplicate_external_ids_within_one_upload(api, db_session, monkeypatch):
+@pytest.mark.parametrize("filter_says", ["as it is", "always seen"])
+def test_duplicate_external_ids_within_one_upload(api, db_session, monkeypatch, filter_says):
     monkeypatch.setattr(imports, "BATCH_SIZE", 1000)
+    if filter_says == "always seen":  # every row looked up, as when the filter is wrong
+        monkeypatch.setattr(imports._SeenFilter, "add", lambda self, key: True)
     client = api.signup("client")
     job = create_job(api, client)
     rows = items(2500)
@@ -276,6 +279,13 @@ def test_duplicate_external_ids_within_one_upload(api, db_session, monkeypatch):
     kept = imported(api, client, job["id"], lines(rows), partial=True)
     assert (kept["created"], kept["error_count"]) == (2498, 2)
     assert tasks_of(db_session, job["id"])[5].priority == 0  # the first occurrence won
+
+    # the job now holds external_ids, so every row is looked up: repeats are still caught
+    more = items(2500, start=5000)
+    more[1500] = more[20]
+    kept = imported(api, client, job["id"], lines(rows + more), partial=True)
+    assert (kept["created"], kept["unchanged"], kept["error_count"]) == (2499, 2498, 3)
+    assert [e["row"] for e in kept["errors"]] == [11, 2201, 4001]
 
 
 # --- bad rows --------------------------------------------------------------------------------
@@ -490,6 +500,7 @@ def test_wrong_media_types_are_refused(api, db_session):
 
 
 def test_oversized_bodies_are_refused_whole(api, app, db_session, monkeypatch):
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)  # batches are written before the 413
     client = api.signup("client")
     job = create_job(api, client)
     body = lines(items(50)).encode()
@@ -506,6 +517,22 @@ def test_oversized_bodies_are_refused_whole(api, app, db_session, monkeypatch):
     monkeypatch.setattr(app.config["CROWDLINE"], "max_upload_bytes", len(body))
     assert upload_streamed(api, client, job["id"], chunks).get_json()["created"] == 50
     assert imported(api, client, job["id"], body)["unchanged"] == 50
+
+
+def test_a_unique_violation_is_a_conflict_to_retry(api, db_session, monkeypatch):
+    """Should a row slip past the look-up (nothing in the app writes tasks beside imports,
+    which take turns), the unique constraint refuses it and the import is a 409."""
+    monkeypatch.setattr(imports, "BATCH_SIZE", 10)
+    monkeypatch.setattr(imports._TaskImport, "_existing", lambda self, external_ids: {})
+    client = api.signup("client")
+    job = create_job(api, client)
+    rows = items(30)
+    rows[25] = rows[3]
+    refused = assert_problem(upload(api, client, job["id"], lines(rows), partial=True), 409)
+    assert "send the file again" in refused["detail"]
+    assert count_tasks(db_session) == 0
+    monkeypatch.undo()
+    assert imported(api, client, job["id"], lines(items(30)))["created"] == 30
 
 
 def test_other_tenants_and_the_wrong_scope_are_refused(api, db_session):
@@ -558,9 +585,10 @@ def test_completed_jobs_take_no_tasks(api, app, db_session):
 # --- at scale, and in use ----------------------------------------------------------------------
 
 
-def test_a_streamed_import_of_20000_rows(api, app, db_session):
+def test_a_streamed_import_of_20000_rows(api, app, db_session, monkeypatch):
     from marketplace.database import db
 
+    monkeypatch.setattr(imports, "BATCH_SIZE", 1000)
     client = api.signup("client")
     job = create_job(api, client)
     total = 20_000
@@ -583,7 +611,7 @@ def test_a_streamed_import_of_20000_rows(api, app, db_session):
 
     result = upload_streamed(api, client, job["id"], body()).get_json()
     assert result == {"created": total, "unchanged": 0, "error_count": 0, "errors": []}
-    assert written_while_streaming[0] >= 10_000  # two batches of 5,000
+    assert written_while_streaming[0] >= 10_000  # (the body is read ahead a little)
     assert count_tasks(db_session, job["id"]) == total
     gold = db_session.scalar(
         select(func.count()).select_from(Task).where(Task.job_id == job["id"], Task.is_gold)
