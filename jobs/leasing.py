@@ -21,6 +21,7 @@ from typing import Any
 from flask import current_app, request
 from sqlalchemy import exists, or_, select, update
 
+from billing.models import LedgerAccount, OwnerType, Purpose
 from credentials import eligibility
 from jobs import answers, events, money
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
@@ -95,6 +96,7 @@ def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) ->
 
 def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
     """Take one slot on the next task of `job` this worker has never had, atomically."""
+    never_had = ~exists().where(Assignment.task_id == Task.id, Assignment.worker_id == worker.id)
     for _ in range(3):
         task_id = db.session.scalar(
             select(Task.id)
@@ -103,7 +105,7 @@ def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
                 Task.status == TaskStatus.OPEN,
                 Task.is_gold.is_(gold),
                 Task.live_count + Task.submitted_count < Task.redundancy_target,
-                ~exists().where(Assignment.task_id == Task.id, Assignment.worker_id == worker.id),
+                never_had,
             )
             .order_by(Task.priority.desc(), Task.id)
             .limit(1)
@@ -111,12 +113,16 @@ def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
         )
         if task_id is None:
             return None
+        # Checked again under the row lock, with a fresh snapshot: a lease of this task by
+        # the same worker (a tool leasing in parallel) that committed while the select ran
+        # is invisible to the select's snapshot, and would fail the unique insert (a 500).
         taken = db.session.execute(
             update(Task)
             .where(
                 Task.id == task_id,
                 Task.status == TaskStatus.OPEN,
                 Task.live_count + Task.submitted_count < Task.redundancy_target,
+                never_had,
             )
             .values(live_count=Task.live_count + 1)
         )
@@ -131,7 +137,11 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
     _require_working(worker)
     now = clock.now()
     for job in _candidate_jobs(worker, job_id, now):
-        expire_due_leases(job.id)
+        if expire_due_leases(job.id):
+            # Committed on their own: giving holds back locks the job's escrow, and a lease
+            # may then write the job's row (a budget warning), which funding and refunds
+            # lock before the escrow.
+            db.session.commit()
         if not money.can_afford_a_judgment(job, worker.id):
             continue  # leasing for this job stops until it is funded again
         order = [True, False] if random.random() < job.gold_rate else [False, True]
@@ -176,8 +186,28 @@ def _mine(assignment_id: int) -> tuple[Assignment, WorkerProfile]:
     return assignment, worker
 
 
-def _end_lease(assignment: Assignment, status: AssignmentStatus, reason: str | None) -> None:
-    """Close a live lease and give its slot back (the caller holds the assignment lock)."""
+def _lock_job_money(job_id: int) -> None:
+    """Lock the job's escrow account before settling judgments.
+
+    Settling locks the job's holds account, then each worker's accounts, creating them on
+    first use: two settlements creating each other's accounts deadlocked (500s). Leases
+    take this lock before holds already, so the job's money moves now queue on one row. It
+    also serialises completions, so the last two tasks of a job cannot finish side by side,
+    each seeing the other still open, and leave the job active. (Not the job's row: cancels
+    lock it before assignments and tasks, the reverse of this loop's order.)"""
+    db.session.execute(
+        select(LedgerAccount.id)
+        .where(
+            LedgerAccount.owner_type == OwnerType.JOB,
+            LedgerAccount.owner_id == job_id,
+            LedgerAccount.purpose == Purpose.ESCROW,
+        )
+        .with_for_update()
+    )
+
+
+def _close_lease(assignment: Assignment, status: AssignmentStatus, reason: str | None) -> None:
+    """End a live lease and give its slot on the task back (the caller holds its lock)."""
     assignment.status = status
     assignment.release_reason = reason
     assignment.ended_at = clock.now()
@@ -186,6 +216,11 @@ def _end_lease(assignment: Assignment, status: AssignmentStatus, reason: str | N
         .where(Task.id == assignment.task_id, Task.live_count > 0)
         .values(live_count=Task.live_count - 1)
     )
+
+
+def _end_lease(assignment: Assignment, status: AssignmentStatus, reason: str | None) -> None:
+    """Close a live lease: its slot and its hold go back (the caller holds its lock)."""
+    _close_lease(assignment, status, reason)
     money.release_hold(assignment)
 
 
@@ -286,8 +321,11 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
         assignment.status = (
             AssignmentStatus.ACCEPTED if assignment.gold_correct else AssignmentStatus.REJECTED
         )
+        _lock_job_money(job.id)
         if assignment.gold_correct:
             money.settle_judgment(assignment)
+        else:
+            money.release_hold(assignment)  # a wrong gold answer earns nothing
     elif task.status == TaskStatus.OPEN and task.submitted_count >= task.redundancy_target:
         db.session.flush()
         _complete_task(job, task)
@@ -313,6 +351,7 @@ def _complete_task(job: Job, task: Task) -> None:
     task.method = "majority"
     task.status = TaskStatus.COMPLETED
     task.completed_at = clock.now()
+    _lock_job_money(job.id)
     for assignment in judged:
         assignment.status = AssignmentStatus.ACCEPTED
         money.settle_judgment(assignment)
@@ -334,8 +373,19 @@ def expire_due_leases(job_id: int | None = None, limit: int = EXPIRE_BATCH) -> i
     if job_id is not None:
         query = query.where(Assignment.job_id == job_id)
     ids = list(db.session.scalars(query))
-    for assignment in db.session.scalars(select(Assignment).where(Assignment.id.in_(ids))):
-        _end_lease(assignment, AssignmentStatus.EXPIRED, "lease expired")
+    if not ids:
+        return 0  # the usual case, checked on every lease: no second query
+    expiring = list(
+        db.session.scalars(
+            select(Assignment).where(Assignment.id.in_(ids)).order_by(Assignment.task_id)
+        )
+    )
+    # Every task row before any money: a lease holds its task row while it waits for the
+    # job's escrow, so holding the escrow while waiting for the next task row deadlocked.
+    for assignment in expiring:
+        _close_lease(assignment, AssignmentStatus.EXPIRED, "lease expired")
+    for assignment in sorted(expiring, key=lambda a: (a.job_id, a.id)):
+        money.release_hold(assignment)
     return len(ids)
 
 

@@ -817,11 +817,6 @@ def test_ledger_invariants_hold_under_concurrent_random_operations(random_money)
     random_money("concurrent", threads=4, workers=20, ops=2000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs.leasing.submit neither settles nor releases a rejected gold judgment's hold, "
-    "so that budget stays held for good",
-)
 def test_a_rejected_gold_judgment_gives_its_hold_back(api, app, db_session):
     admin = api.admin(app)
     client = api.signup("client")
