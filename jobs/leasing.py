@@ -23,7 +23,7 @@ from sqlalchemy import exists, or_, select, update
 
 from billing.models import LedgerAccount, OwnerType, Purpose
 from credentials import eligibility
-from jobs import answers, events, money
+from jobs import answers, events, money, signals
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
 from jobs.services import complete_job_if_done
 from marketplace import clock
@@ -326,8 +326,13 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             money.settle_judgment(assignment)
         else:
             money.release_hold(assignment)  # a wrong gold answer earns nothing
-    elif task.status == TaskStatus.OPEN and task.submitted_count >= task.redundancy_target:
-        db.session.flush()
+    db.session.flush()
+    signals.judgment_submitted.send(assignment, job=job, task=task)
+    if (
+        not task.is_gold
+        and task.status == TaskStatus.OPEN
+        and task.submitted_count >= task.redundancy_target
+    ):
         _complete_task(job, task)
     db.session.commit()
     return assignment
