@@ -13,6 +13,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-x -k ops"`.
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); 0 runs the suite in this process.
+TEST_WORKERS ?= 2
 # Options for the benchmark, e.g. `make bench BENCH_ARGS="--users 50"`.
 BENCH_ARGS ?=
 
@@ -51,7 +53,7 @@ serve:
 		--access-logfile - --graceful-timeout 5 wsgi:app
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -30,11 +30,47 @@ _TMP = tempfile.mkdtemp(prefix="crowdline-tests-")
 passwords.use_cheap_hashing()
 
 
+# Under pytest-xdist (`make test` runs two workers) each worker gets a database and a Redis
+# database of its own, so truncation, rate limits and queues never cross between them.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(_WORKER[2:]) if _WORKER.startswith("gw") else None
+
+
+def _per_worker_urls() -> None:
+    if _WORKER_INDEX is None:
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url and url.startswith("postgresql"):
+        parsed = make_url(url)
+        mine = parsed.set(database=f"{parsed.database}_{_WORKER}")
+        server = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with server.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {mine.database} WITH (FORCE)"))
+            conn.execute(text(f"CREATE DATABASE {mine.database}"))
+        server.dispose()
+        os.environ["TEST_DATABASE_URL"] = mine.render_as_string(hide_password=False)
+    redis = os.environ.get("REDIS_URL")
+    if redis:
+        base, _, _index = redis.rstrip("/").rpartition("/")
+        os.environ["REDIS_URL"] = f"{base}/{_WORKER_INDEX + 1}"
+
+
+_per_worker_urls()
+
+
 def database_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
     return f"sqlite:///{Path(_TMP) / 'test.db'}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, so that a worker starts on them while the other takes the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def build_app(**overrides) -> Flask:
@@ -76,6 +112,9 @@ def app() -> Iterator[Flask]:
 
 
 def truncate_all(app: Flask) -> None:
+    from billing import ledger
+
+    ledger.forget_known_accounts()  # their ids start again at 1
     with app.app_context():
         db.session.remove()
         tables = [t.name for t in db.metadata.sorted_tables]

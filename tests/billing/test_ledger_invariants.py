@@ -812,6 +812,7 @@ def test_ledger_invariants_hold_under_random_operations(random_money):
     random_money("sequential", threads=1, workers=12, ops=300 if ON_POSTGRES else 900)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ON_POSTGRES, reason="concurrent money movement needs PostgreSQL")
 def test_ledger_invariants_hold_under_concurrent_random_operations(random_money):
     random_money("concurrent", threads=4, workers=20, ops=2000)

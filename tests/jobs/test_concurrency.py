@@ -400,6 +400,7 @@ def _crowd_judges_a_job(workers_count: int, tasks: int, connections: int, budget
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ON_POSTGRES, reason="the full-size crowd needs PostgreSQL")
 def test_64_workers_judge_2000_tasks_three_times_each(app):
     _crowd_judges_a_job(workers_count=64, tasks=2000, connections=16, budget=900)
