@@ -10,12 +10,15 @@ guarded UPDATE refuses, and the whole transaction with it.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from billing.models import LedgerAccount, LedgerEntry, LedgerTransaction, OwnerType, Purpose
 from marketplace import clock
@@ -59,9 +62,65 @@ class UnbalancedTransaction(ValueError):
 
 
 @dataclass(frozen=True)
+class AccountRef:
+    """What a posting needs of an account, without loading its row (see `ref`)."""
+
+    id: int
+    purpose: Purpose
+    currency: str
+
+
+@dataclass(frozen=True)
 class Leg:
-    account: LedgerAccount
+    account: LedgerAccount | AccountRef
     amount: int
+
+
+# Account ids by (owner type, owner id, purpose, currency), per database engine. An account's
+# identity never changes and accounts are never deleted, so the hot paths (a hold per lease,
+# a settlement per judgment) need not look their accounts up on every posting. Only ids of
+# committed accounts are remembered: one created in a transaction waits in the session until
+# it commits, and any rollback (a savepoint's too) forgets what waited.
+_KNOWN: weakref.WeakKeyDictionary[Engine, dict[tuple, int]] = weakref.WeakKeyDictionary()
+_KNOWN_LIMIT = 100_000
+_STAGED = "crowdline.ledger.staged_accounts"
+
+
+def ref(owner_type: OwnerType, owner_id: int, purpose: Purpose, currency: str) -> AccountRef:
+    """The account for (owner, purpose, currency) as a reference, created on first use."""
+    key = (owner_type, owner_id, purpose, currency)
+    known = _KNOWN.setdefault(db.engine, {})
+    account_id = known.get(key)
+    if account_id is None:
+        account_id = account(owner_type, owner_id, purpose, currency).id
+        db.session.info.setdefault(_STAGED, {})[key] = account_id
+    return AccountRef(account_id, purpose, currency)
+
+
+def platform_ref(purpose: Purpose, currency: str) -> AccountRef:
+    return ref(OwnerType.PLATFORM, 0, purpose, currency)
+
+
+def forget_known_accounts() -> None:
+    """Drop every remembered account id (tests empty the tables between runs)."""
+    _KNOWN.clear()
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_committed_accounts(session: Session) -> None:
+    staged = session.info.pop(_STAGED, None)
+    if staged:
+        bind = session.get_bind()
+        engine = bind.engine if hasattr(bind, "engine") else bind
+        known = _KNOWN.setdefault(engine, {})
+        if len(known) + len(staged) > _KNOWN_LIMIT:
+            known.clear()
+        known.update(staged)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_staged_accounts(session: Session, _previous) -> None:
+    session.info.pop(_STAGED, None)
 
 
 def account(owner_type: OwnerType, owner_id: int, purpose: Purpose, currency: str) -> LedgerAccount:
@@ -118,8 +177,7 @@ def post(
     currencies = {leg.account.currency for leg in legs}
     if len(currencies) != 1:
         raise UnbalancedTransaction(f"{kind}: mixed currencies {sorted(currencies)}")
-    if existing := find(idempotency_key):
-        return existing
+    # No look-up first: the unique key refuses a replay, which then returns the first one.
     savepoint = db.session.begin_nested()
     try:
         txn = LedgerTransaction(
@@ -169,7 +227,8 @@ def post(
         savepoint.rollback()
         raise
     for leg in legs:
-        db.session.expire(leg.account, ["balance"])
+        if isinstance(leg.account, LedgerAccount):
+            db.session.expire(leg.account, ["balance"])
     return txn
 
 

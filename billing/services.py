@@ -57,6 +57,14 @@ def _worker(purpose: Purpose, worker_id: int, currency: str):
     return ledger.account(OwnerType.WORKER, worker_id, purpose, currency)
 
 
+def _job_ref(purpose: Purpose, job_id: int, currency: str) -> ledger.AccountRef:
+    return ledger.ref(OwnerType.JOB, job_id, purpose, currency)
+
+
+def _worker_ref(purpose: Purpose, worker_id: int, currency: str) -> ledger.AccountRef:
+    return ledger.ref(OwnerType.WORKER, worker_id, purpose, currency)
+
+
 # --- funding ------------------------------------------------------------------------------
 
 
@@ -264,8 +272,8 @@ def place_hold_in_txn(
         "hold",
         f"hold:{assignment_id}",
         [
-            Leg(_job(Purpose.ESCROW, job_id, currency), -hold.total),
-            Leg(_job(Purpose.HOLDS, job_id, currency), hold.total),
+            Leg(_job_ref(Purpose.ESCROW, job_id, currency), -hold.total),
+            Leg(_job_ref(Purpose.HOLDS, job_id, currency), hold.total),
         ],
         job_id=job_id,
         worker_id=worker_id,
@@ -283,8 +291,8 @@ def release_hold_in_txn(assignment_id: int) -> None:
         "hold_release",
         f"release:{assignment_id}",
         [
-            Leg(_job(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
-            Leg(_job(Purpose.ESCROW, hold.job_id, hold.currency), hold.total),
+            Leg(_job_ref(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
+            Leg(_job_ref(Purpose.ESCROW, hold.job_id, hold.currency), hold.total),
         ],
         job_id=hold.job_id,
         worker_id=hold.worker_id,
@@ -299,14 +307,14 @@ def settle_judgment_in_txn(assignment_id: int, organization_id: int | None) -> E
     if hold is None or hold.status != HoldStatus.HELD:
         return None
     legs = [
-        Leg(_job(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
-        Leg(_worker(Purpose.PENDING, hold.worker_id, hold.currency), hold.price),
-        Leg(ledger.platform(Purpose.FEES, hold.currency), hold.fee),
+        Leg(_job_ref(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
+        Leg(_worker_ref(Purpose.PENDING, hold.worker_id, hold.currency), hold.price),
+        Leg(ledger.platform_ref(Purpose.FEES, hold.currency), hold.fee),
     ]
     if hold.margin:
         legs.append(
             Leg(
-                ledger.account(
+                ledger.ref(
                     OwnerType.ORGANIZATION,
                     hold.vendor_organization_id,
                     Purpose.MARGIN,

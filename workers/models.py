@@ -50,7 +50,7 @@ class WorkerProfile(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    user: Mapped[User] = relationship(lazy="joined")
+    user: Mapped[User] = relationship()  # the caller's own user is in the session already
 
     @property
     def language_codes(self) -> set[str]:

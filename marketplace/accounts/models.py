@@ -64,7 +64,10 @@ class User(db.Model):
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     memberships: Mapped[list[Membership]] = relationship(
-        back_populates="user", cascade="all, delete-orphan", lazy="selectin"
+        # Loaded when read (nothing reads it on a request's path: Principal.roles asks for
+        # the two columns it needs), not with every user a token resolves to.
+        back_populates="user",
+        cascade="all, delete-orphan",
     )
 
     @property
