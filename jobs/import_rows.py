@@ -12,8 +12,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import IO, Any
+
+import orjson
 
 from jobs.answers import check_answer
 from marketplace.errors import ValidationFailed
@@ -177,8 +180,21 @@ def _parse_json(text: str, decoder: json.JSONDecoder = _DECODER) -> Any:
     return value
 
 
+# A run of 19 digits may be an integer past int64, which orjson would turn into a float.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
 def _parse_row(line: bytes) -> tuple[Any, bool]:
     """The row's JSON value, and whether it is known to hold only storable values."""
+    if b"\\u" not in line and not _LONG_NUMBER.search(line):
+        # Most rows: orjson parses them several times faster. With no \u escape there is no
+        # NUL or lone surrogate, orjson refuses NaN and infinities, and every integer fits
+        # int64: the row holds only storable values. Rows it refuses go the careful way below,
+        # which names the problem.
+        try:
+            return orjson.loads(line), True
+        except orjson.JSONDecodeError:
+            pass
     text = line.decode("utf-8")
     if b"\\u" not in line:
         try:

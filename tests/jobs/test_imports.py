@@ -148,6 +148,24 @@ def test_ndjson_import_stores_tasks_gold_and_prelabels(api, db_session):
     }
 
 
+def test_payload_values_are_stored_exactly_on_both_parsing_paths(api, db_session):
+    """Most rows take a fast parser; rows with long numbers or \\u escapes the careful one.
+    Either way the stored payload is the value that was sent, digit for digit."""
+    client = api.signup("client")
+    job = create_job(api, client)
+    payloads = [
+        {"id": 123456789012345678, "f": 0.1, "g": 2.5e-7, "neg": -7, "text": "café ✓"},
+        {"id": 9223372036854775807, "small": -9223372036854775808},  # int64's ends
+        {"text": "tab\there \u00e9", "nested": [{"a": [True, False, None]}], "empty": {}},
+    ]
+    body = "\n".join(
+        json.dumps({"external_id": f"p{i}", "payload": p}, ensure_ascii=i != 0)
+        for i, p in enumerate(payloads)
+    )
+    assert imported(api, client, job["id"], body)["created"] == 3
+    assert [t.payload for t in tasks_of(db_session, job["id"])] == payloads
+
+
 def test_csv_import_with_data_columns(api, db_session):
     client = api.signup("client")
     job = create_job(api, client)
