@@ -20,7 +20,7 @@ BENCH_ARGS ?=
 
 export FLASK_APP := wsgi.py
 
-.PHONY: help venv run serve test lint fmt worker scheduler bench clean distclean
+.PHONY: help venv run serve test lint fmt worker scheduler bench bench-all bench-quick clean distclean
 
 help:
 	@echo "make run        install, migrate, create the first admin, serve http://$(HOST):$(PORT)"
@@ -30,6 +30,8 @@ help:
 	@echo "make worker     an RQ worker (needs REDIS_URL)"
 	@echo "make scheduler  enqueue periodic jobs (needs REDIS_URL)"
 	@echo "make bench      sign-in and authenticated-request benchmark"
+	@echo "make bench-all  every benchmark at the issues' sizes (PostgreSQL; tens of minutes)"
+	@echo "make bench-quick every benchmark at small sizes (PostgreSQL; a few minutes)"
 	@echo "make clean      remove caches;  make distclean  also removes $(VENV)"
 
 venv: $(STAMP)
@@ -71,6 +73,24 @@ scheduler: venv
 
 bench: venv
 	$(BIN)/python bench/bench_auth.py $(BENCH_ARGS)
+
+# The database benchmarks need PostgreSQL (DATABASE_URL, or postgres@127.0.0.1 by default);
+# bench_dawid_skene.py compares with Crowd-Kit only where bench/requirements-crowdkit.txt is
+# installed (it says how).
+BENCHES_PG := bench_eligibility bench_settlement bench_import bench_leasing
+
+bench-all: venv
+	$(BIN)/python bench/bench_auth.py
+	for b in $(BENCHES_PG); do $(BIN)/python bench/$$b.py || exit 1; done
+	$(BIN)/python bench/bench_dawid_skene.py
+
+bench-quick: venv
+	$(BIN)/python bench/bench_auth.py --users 20
+	$(BIN)/python bench/bench_eligibility.py --workers 5000
+	$(BIN)/python bench/bench_settlement.py --n 2000 --procs 2
+	$(BIN)/python bench/bench_import.py --rows 50000
+	$(BIN)/python bench/bench_leasing.py --quick
+	$(BIN)/python bench/bench_dawid_skene.py --tasks 20000
 
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
