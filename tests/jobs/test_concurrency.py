@@ -265,7 +265,9 @@ def _crowd_app(connections: int) -> tuple[Flask, clock.ManualClock]:
             "pool_size": connections,
             "max_overflow": 0,
             "pool_timeout": 120,
-            "connect_args": {"options": "-c synchronous_commit=off"},
+            "connect_args": {
+                "options": "-c synchronous_commit=off -c plan_cache_mode=force_custom_plan"
+            },
         }
     else:
         options = {"connect_args": {"timeout": 120, "check_same_thread": False}}
