@@ -98,6 +98,11 @@ class PaymentGateway(Protocol):
         self, amount: int, currency: str, destination: str, idempotency_key: str
     ) -> TransferResult: ...
 
+    def find_transfer(self, idempotency_key: str) -> TransferResult | None:
+        """The transfer made for `idempotency_key`, if the processor made one (asked before a
+        payout whose requests all failed is given up: one of them may have gone through)."""
+        ...
+
     def records(self) -> ProcessorRecords: ...
 
 
@@ -194,6 +199,11 @@ class OfflineGateway:
             return result
 
         return self._once(idempotency_key, make)
+
+    def find_transfer(self, idempotency_key):
+        with self._lock:
+            found = self._by_key.get(idempotency_key)
+        return found if isinstance(found, TransferResult) else None
 
     def records(self):
         return self._records

@@ -243,7 +243,9 @@ def _start_payout(available: LedgerAccount) -> Payout:
     )
     db.session.add(payout)
     db.session.flush()
-    payout.idempotency_key = f"payout-{payout.id}"
+    # The id, and a random part: a database rebuilt from scratch reuses ids, and a key the
+    # processor still remembers (Stripe: 24 hours) would replay an old transfer.
+    payout.idempotency_key = f"payout-{payout.id}-{secrets.token_hex(4)}"
     ledger.post(
         "payout",
         f"payout:{payout.id}",
@@ -273,6 +275,22 @@ def _send(payout_id: int, summary: PayoutRunSummary, report: Progress) -> None:
             PayoutAccount.worker_id == payout.worker_id
         )
     )
+    if payout.attempts >= MAX_ATTEMPTS:
+        _resolve_unknown_outcome(payout)  # never ask for the transfer again: only look
+    else:
+        _try_transfer(payout, destination)
+    outcome = {PayoutStatus.PAID: "paid", PayoutStatus.FAILED: "failed"}.get(
+        payout.status, "retrying"
+    )
+    event = PayoutEvent.of(outcome, payout)
+    db.session.commit()
+    setattr(summary, outcome, getattr(summary, outcome) + 1)
+    if outcome == "paid":
+        summary.paid_amounts[event.currency] += event.amount
+    report(event)
+
+
+def _try_transfer(payout: Payout, destination: str | None) -> None:
     try:
         transfer = gateway().create_transfer(
             payout.amount, payout.currency, destination, idempotency_key=payout.idempotency_key
@@ -283,16 +301,8 @@ def _send(payout_id: int, summary: PayoutRunSummary, report: Progress) -> None:
         log.exception("payout %s: unexpected error from the gateway", payout.id)
         _record_failure(payout, GatewayError(f"{type(error).__name__}: {error}"))
     else:
+        payout.attempts += 1
         _record_paid(payout, transfer.id)
-    outcome = {PayoutStatus.PAID: "paid", PayoutStatus.FAILED: "failed"}.get(
-        payout.status, "retrying"
-    )
-    event = PayoutEvent.of(outcome, payout)
-    db.session.commit()
-    setattr(summary, outcome, getattr(summary, outcome) + 1)
-    if outcome == "paid":
-        summary.paid_amounts[event.currency] += event.amount
-    report(event)
 
 
 def _record_paid(payout: Payout, transfer_id: str) -> None:
@@ -309,7 +319,6 @@ def _record_paid(payout: Payout, transfer_id: str) -> None:
     )
     payout.status = PayoutStatus.PAID
     payout.processor_transfer_id = transfer_id
-    payout.attempts += 1
     payout.paid_at = clock.now()
     payout.next_attempt_at = None
     payout.last_error = None
@@ -318,11 +327,40 @@ def _record_paid(payout: Payout, transfer_id: str) -> None:
 def _record_failure(payout: Payout, error: GatewayError) -> None:
     payout.attempts += 1
     payout.last_error = str(error)[:1000]
-    if error.retryable and payout.attempts < MAX_ATTEMPTS:
+    if not error.retryable:
+        _give_back(payout, "payout_failed", f"payout-failed:{payout.id}", "refused")
+    elif payout.attempts < MAX_ATTEMPTS:
         payout.next_attempt_at = clock.now() + timedelta(seconds=backoff_seconds(payout.attempts))
+    else:
+        _resolve_unknown_outcome(payout)
+
+
+def _resolve_unknown_outcome(payout: Payout) -> None:
+    """Every request for this payout failed without a refusal: any of them (a timeout, a
+    5xx after the processor acted) may have made the transfer. Ask the processor before
+    giving the money back; while it cannot say, the payout stays pending — looked up again
+    later, never requested again — and admins see it in the audit log."""
+    try:
+        found = gateway().find_transfer(payout.idempotency_key)
+    except GatewayError as error:
+        payout.last_error = f"outcome unknown, lookup failed: {error}"[:1000]
+        payout.next_attempt_at = clock.now() + timedelta(seconds=BACKOFF_CAP_SECONDS)
+        audit.record(
+            "billing.payout_unresolved",
+            "payout",
+            payout.id,
+            detail={"worker_id": payout.worker_id, "amount": payout.amount, "error": str(error)},
+        )
         return
-    reason = "refused" if not error.retryable else f"gave up after {payout.attempts} attempts"
-    _give_back(payout, "payout_failed", f"payout-failed:{payout.id}", reason)
+    if found is not None:
+        _record_paid(payout, found.id)
+        return
+    _give_back(
+        payout,
+        "payout_failed",
+        f"payout-failed:{payout.id}",
+        f"gave up after {payout.attempts} attempts (no transfer at the processor)",
+    )
 
 
 def backoff_seconds(attempts: int) -> int:

@@ -88,6 +88,15 @@ def _intent(found: stripe.PaymentIntent) -> PaymentIntentResult:
     )
 
 
+def _transfer(data: dict) -> TransferResult:
+    return TransferResult(
+        id=data["id"],
+        amount=int(data["amount"]),
+        currency=data["currency"],
+        destination=data["destination"],
+    )
+
+
 def _account(found: stripe.Account) -> ConnectedAccount:
     data = found.to_dict()
     return ConnectedAccount(id=data["id"], payouts_enabled=bool(data.get("payouts_enabled")))
@@ -181,16 +190,23 @@ class StripeGateway:
         exist: retry with the same key (Stripe replays it) before recording anything."""
         with _calling("creating a transfer"):
             created = self.client.v1.transfers.create(
-                params={"amount": amount, "currency": currency.lower(), "destination": destination},
+                params={
+                    "amount": amount,
+                    "currency": currency.lower(),
+                    "destination": destination,
+                    # Tagged with our key so that find_transfer can ask what became of it.
+                    "transfer_group": idempotency_key,
+                },
                 options={"idempotency_key": stripe_idempotency_key(idempotency_key)},
             )
-        data = created.to_dict()
-        return TransferResult(
-            id=data["id"],
-            amount=int(data["amount"]),
-            currency=data["currency"],
-            destination=data["destination"],
-        )
+        return _transfer(created.to_dict())
+
+    def find_transfer(self, idempotency_key):
+        with _calling("looking a transfer up"):
+            found = self.client.v1.transfers.list(
+                params={"transfer_group": idempotency_key, "limit": 1}
+            )
+        return _transfer(found.data[0].to_dict()) if found.data else None
 
     # --- reconciliation ---------------------------------------------------------------------
 

@@ -91,6 +91,19 @@ class JournalGateway(OfflineGateway):
         time.sleep(self.delay_after)  # the processor acted; the answer is still on its way
         return TransferResult(id=row[0], amount=row[1], currency=row[2], destination=row[3])
 
+    def find_transfer(self, idempotency_key):
+        connection = _connect(self.path)
+        try:
+            row = connection.execute(
+                "SELECT id, amount, currency, destination FROM transfers WHERE idempotency_key = ?",
+                (idempotency_key,),
+            ).fetchone()
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        return TransferResult(id=row[0], amount=row[1], currency=row[2], destination=row[3])
+
     def records(self):
         found = ProcessorRecords()
         for transfer_id, amount, currency in transfers(self.path):

@@ -497,6 +497,8 @@ class StripeStub:
             newest_first = list(reversed(self.transfers.values()))
         if destination := query.get("destination"):
             newest_first = [t for t in newest_first if t["destination"] == destination]
+        if group := query.get("transfer_group"):
+            newest_first = [t for t in newest_first if t["transfer_group"] == group]
         if after := query.get("starting_after"):
             ids = [t["id"] for t in newest_first]
             newest_first = newest_first[ids.index(after) + 1 :] if after in ids else []

@@ -313,6 +313,88 @@ def test_retries_give_up_after_the_last_attempt(api, app, manual_clock, db_sessi
     assert_ledger_consistent(db_session)
 
 
+class LookupFailing(ScriptedGateway):
+    """Scripted transfers, and a processor that cannot be asked what it did until told."""
+
+    def __init__(self, *steps: str):
+        super().__init__(*steps)
+        self.lookups: list[str] = []
+        self.lookup_fails = True
+
+    def find_transfer(self, idempotency_key):
+        self.lookups.append(idempotency_key)
+        if self.lookup_fails:
+            raise GatewayError("read timed out", retryable=True)
+        return super().find_transfer(idempotency_key)
+
+
+def test_giving_up_after_timeouts_finds_a_transfer_that_went_through(
+    api, app, manual_clock, db_session, monkeypatch
+):
+    """The processor acted on the first request but every answer was lost: the payout is
+    recorded as paid from the lookup, once; it is not given back to be paid again."""
+    monkeypatch.setattr(payouts, "MAX_ATTEMPTS", 3)
+    gateway = install_scripted(app, "timeout", "down", "down")
+    worker, wid = connected_worker(api)
+    credit_available(app, wid, 640)
+    for wait in (0, 60, 120):
+        manual_clock.advance(wait)
+        run_payouts(app)
+    payout = db_session.scalar(select(Payout))
+    assert (payout.status, payout.attempts) == (PayoutStatus.PAID, 3)
+    assert list(gateway.records().transfers) == [payout.processor_transfer_id]
+    assert kinds(db_session, wid) == ["test_credit", "payout", "payout_paid"]
+    assert balance(db_session, wid, Purpose.AVAILABLE) == 0
+    balances = api.get("/api/v1/workers/me/balance", worker.token).get_json()
+    assert (balances["paid"]["amount"], balances["available"]["amount"]) == (640, 0)
+    # The next runs find nothing to pay: the money is not back in the available balance.
+    manual_clock.advance(2 * 86400)
+    assert run_payouts(app).created == 0
+    assert len(gateway.records().transfers) == 1
+    assert_money_kept(db_session, wid)
+    assert_ledger_consistent(db_session)
+
+
+def test_a_payout_whose_outcome_cannot_be_learned_waits_and_is_never_requested_again(
+    api, app, manual_clock, db_session, monkeypatch
+):
+    monkeypatch.setattr(payouts, "MAX_ATTEMPTS", 2)
+    gateway = LookupFailing("down", "down")
+    install(app, gateway)
+    _, wid = connected_worker(api)
+    credit_available(app, wid, 800)
+    run_payouts(app)
+    manual_clock.advance(60)
+    summary = run_payouts(app)  # the last attempt fails, and so does the lookup
+    assert summary.retrying == 1
+    _nothing_paid(db_session, wid, 800)
+    payout = db_session.scalar(select(Payout))
+    assert payout.last_error.startswith("outcome unknown")
+    assert payout.next_attempt_at == manual_clock.now() + timedelta(
+        seconds=payouts.BACKOFF_CAP_SECONDS
+    )
+    assert (
+        db_session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "billing.payout_unresolved")
+        )
+        == 1
+    )
+    manual_clock.advance(payouts.BACKOFF_CAP_SECONDS)
+    run_payouts(app)  # due again: only looked up, and the lookup fails again
+    assert len(gateway.calls) == 2 and len(gateway.lookups) == 2
+    _nothing_paid(db_session, wid, 800)
+    gateway.lookup_fails = False
+    manual_clock.advance(payouts.BACKOFF_CAP_SECONDS)
+    assert run_payouts(app).failed == 1  # no transfer was made: the money goes back
+    assert len(gateway.calls) == 2
+    assert balance(db_session, wid, Purpose.AVAILABLE) == 800
+    assert balance(db_session, wid, Purpose.PAYOUT_CLEARING) == 0
+    assert_money_kept(db_session, wid)
+    assert_ledger_consistent(db_session)
+
+
 def test_an_unexpected_gateway_exception_is_retried_not_fatal(api, app, manual_clock, db_session):
     install_scripted(app, "crash")
     _, wid = connected_worker(api)

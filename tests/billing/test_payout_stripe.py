@@ -176,3 +176,32 @@ def test_a_stripe_refusal_fails_the_payout_and_returns_the_money(api, app, db_se
     assert kinds(db_session, wid) == ["test_credit", "payout", "payout_failed"]
     assert_money_kept(db_session, wid)
     assert_ledger_consistent(db_session)
+
+
+def test_a_transfer_stripe_made_before_every_answer_was_lost_is_found_not_repaid(
+    api, app, manual_clock, db_session, stripe, monkeypatch
+):
+    """Stripe made the transfer on the first request, then every answer was lost until the
+    last attempt: the payout is found by its transfer group and recorded as paid once."""
+    from billing import payouts
+
+    monkeypatch.setattr(payouts, "MAX_ATTEMPTS", 2)
+    wid = _ready_worker(api, stripe)
+    credit_available(app, wid, 900)
+    stripe.stub.fail_next("POST", "/v1/transfers", "hang_after")
+    stripe.stub.fail_next("POST", "/v1/transfers", "500")
+    run_payouts(app)
+    manual_clock.advance(60)
+    summary = run_payouts(app)
+    assert summary.paid == 1
+    payout = db_session.scalar(select(Payout))
+    assert payout.status == PayoutStatus.PAID
+    assert list(stripe.stub.transfers) == [payout.processor_transfer_id]
+    assert stripe.stub.transfers[payout.processor_transfer_id]["transfer_group"] == (
+        payout.idempotency_key
+    )
+    manual_clock.advance(2 * 86400)
+    assert run_payouts(app).created == 0
+    assert _transfer_calls(stripe) == 2 and len(stripe.stub.transfers) == 1
+    assert_money_kept(db_session, wid)
+    assert_ledger_consistent(db_session)

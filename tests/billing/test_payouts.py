@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 
@@ -172,7 +173,7 @@ def test_a_run_pays_ready_workers_at_or_above_the_minimum(api, app, db_session, 
         (paid, 1234, PayoutStatus.PAID, 1),
         (exact, minimum, PayoutStatus.PAID, 1),
     ]
-    assert all(p.idempotency_key == f"payout-{p.id}" for p in rows)
+    assert all(re.fullmatch(rf"payout-{p.id}-[0-9a-f]{{8}}", p.idempotency_key) for p in rows)
     assert all(p.processor_transfer_id in gateway.records().transfers for p in rows)
     for worker, available in ((below, minimum - 1), (unconnected, 5000), (onboarding, 5000)):
         assert balance(db_session, worker, Purpose.AVAILABLE) == available
@@ -492,7 +493,7 @@ def test_admin_payout_routes_are_for_platform_admins_only(api, app, db_session):
         (wid, 800, "paid")
     ]
     assert listed[0]["processor_transfer_id"].startswith("tr_offline_")
-    assert listed[0]["idempotency_key"] == f"payout-{listed[0]['id']}"
+    assert listed[0]["idempotency_key"].startswith(f"payout-{listed[0]['id']}-")
     by_worker = api.get("/api/v1/admin/payouts", admin.token, query_string={"worker_id": wid + 1})
     assert by_worker.get_json()["items"] == []
     for query, field in (({"status": "nope"}, "status"), ({"worker_id": "x"}, "worker_id")):
