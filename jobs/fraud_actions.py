@@ -170,6 +170,31 @@ def worker_risk(worker_id: int) -> dict[str, Any]:
 # --- decisions ----------------------------------------------------------------------------
 
 
+def open_case(worker_id: int, note: str) -> dict[str, Any]:
+    """Flag a worker for review by hand (or put their reviewed case back in the queue)."""
+    if not _can_review(worker_id, Role.ADMIN):
+        _visible_worker(worker_id)  # 404 for workers the caller cannot see at all
+        raise Forbidden("Flagging a worker needs the admin role in a vendor that manages them.")
+    worker = lock(db.session.get(WorkerProfile, worker_id))
+    now = clock.now()
+    case = db.session.scalar(select(FraudCase).where(FraudCase.worker_id == worker.id))
+    if case is None:
+        case = FraudCase(worker_id=worker.id, action=FraudAction.NONE, opened_at=now)
+        db.session.add(case)
+    case.status = CaseStatus.OPEN
+    if ACTION_RANK[case.action] < ACTION_RANK[FraudAction.FLAG]:
+        case.action = FraudAction.FLAG
+    case.risk_score = fraud_risk.risk_score(fraud_risk.signals_of([worker.id])[worker.id])
+    case.updated_at = now
+    case.note = note or None
+    db.session.flush()
+    audit.record(
+        "fraud.case_opened", "fraud_case", case.id, detail={"worker_id": worker.id, "note": note}
+    )
+    db.session.commit()
+    return get_case(case.id)
+
+
 def _mark_reviewed(worker_id: int) -> None:
     for signal in db.session.scalars(select(FraudSignal).where(FraudSignal.worker_id == worker_id)):
         signal.reviewed_weight = signal.weight

@@ -85,6 +85,9 @@ def record_signal(
                 return False
         else:
             return True
+    if weight <= 0:  # the pattern faded (e.g. gold passed since): no signal to keep
+        db.session.delete(signal)
+        return True
     if signal.weight == weight and signal.evidence == evidence:
         return False
     signal.weight = weight

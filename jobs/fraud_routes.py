@@ -2,6 +2,7 @@
 
 - `GET  /api/v1/fraud/cases?status=open&action=…` — the review queue (platform admins: every
   case; organizations: workers in their crowds), cursor-paged, with evidence.
+- `POST /api/v1/fraud/cases` `{worker_id, note?}` — flag a worker for review by hand.
 - `GET  /api/v1/fraud/cases/{id}` — one case.
 - `POST /api/v1/fraud/cases/{id}/decision` `{action: dismiss|restrict|suspend|confirm|ban|lift,
   note?, job_id?}` — needs the admin role in a crowd's organization (or platform admin);
@@ -25,6 +26,7 @@ from jobs.fraud_schemas import (
     AppealDecisionSchema,
     AppealListArgsSchema,
     AppealSchema,
+    CaseCreateSchema,
     CaseListArgsSchema,
     CaseSchema,
     DecisionSchema,
@@ -57,6 +59,13 @@ class Cases(MethodView):
     def get(self, args):
         """The fraud review queue: workers, risk scores, evidence and the action in force"""
         return _paged(fraud_actions.list_cases(args))
+
+    @require("workforce:write")
+    @fraud_blp.arguments(CaseCreateSchema)
+    @fraud_blp.response(201, CaseSchema)
+    def post(self, data):
+        """Flag a worker for review by hand"""
+        return fraud_actions.open_case(data["worker_id"], data["note"])
 
 
 @fraud_blp.route("/fraud/cases/<int:case_id>")

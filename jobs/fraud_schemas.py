@@ -90,6 +90,11 @@ class DecisionSchema(Schema):
     )
 
 
+class CaseCreateSchema(Schema):
+    worker_id = fields.Integer(required=True, strict=True, validate=_ID)
+    note = fields.String(load_default="", validate=validate.Length(max=2000))
+
+
 class AppealCreateSchema(Schema):
     message = fields.String(required=True, validate=validate.Length(min=1, max=5000))
 

@@ -114,8 +114,12 @@ def check_gold(assignment: Assignment) -> bool:
     )
     key = "gold_failed"
     previous = _existing(assignment.worker_id, key)
-    earlier = previous.evidence.get("failed_assignments") if previous else None
-    failed_ids = [assignment.id, *(earlier or [])][:EXAMPLES]
+    if previous is None and not failed:
+        return False  # the usual case: nothing failed, nothing to write
+    earlier = list(previous.evidence.get("failed_assignments") or []) if previous else []
+    if assignment.gold_correct is False:
+        earlier.insert(0, assignment.id)
+    failed_ids = earlier[:EXAMPLES]
     evidence = {
         "gold_judged": judged,
         "gold_failed": failed,
@@ -158,7 +162,7 @@ def check_regularity(assignment: Assignment) -> bool:
 @signals.judgment_submitted.connect
 def on_judgment_submitted(assignment: Assignment, *, job: Job, task: Task, **_kw) -> None:
     changed = check_speed(assignment, job)
-    if assignment.is_gold and assignment.gold_correct is False:
+    if assignment.is_gold:  # passes count too: they dilute earlier failures
         changed = check_gold(assignment) or changed
     changed = check_regularity(assignment) or changed
     if changed:
