@@ -4,7 +4,8 @@ Who reviews: platform admins (every worker), and admins of an organization whose
 the worker (members of it may read). Decisions: dismiss (no fraud: the evidence so far is
 set aside), restrict (gold-heavy work), suspend, confirm (suspend and void the worker's
 judgments), ban (and void), lift (end whatever action is in force). A worker appeals the
-action in force, one open appeal at a time; an overturned appeal lifts it.
+action in force (restrict, suspend or ban), one open appeal at a time; an overturned appeal
+lifts it.
 """
 
 from __future__ import annotations
@@ -172,14 +173,20 @@ def worker_risk(worker_id: int) -> dict[str, Any]:
 
 def open_case(worker_id: int, note: str) -> dict[str, Any]:
     """Flag a worker for review by hand (or put their reviewed case back in the queue)."""
+    worker = _visible_worker(worker_id)  # 404 for workers the caller cannot see at all
     if not _can_review(worker_id, Role.ADMIN):
-        _visible_worker(worker_id)  # 404 for workers the caller cannot see at all
         raise Forbidden("Flagging a worker needs the admin role in a vendor that manages them.")
-    worker = lock(db.session.get(WorkerProfile, worker_id))
+    worker = lock(worker)
     now = clock.now()
     case = db.session.scalar(select(FraudCase).where(FraudCase.worker_id == worker.id))
     if case is None:
-        case = FraudCase(worker_id=worker.id, action=FraudAction.NONE, opened_at=now)
+        case = FraudCase(
+            worker_id=worker.id,
+            action=FraudAction.NONE,
+            risk_score=0.0,
+            opened_at=now,
+            updated_at=now,
+        )
         db.session.add(case)
     case.status = CaseStatus.OPEN
     if ACTION_RANK[case.action] < ACTION_RANK[FraudAction.FLAG]:
@@ -297,7 +304,8 @@ def appeal(message: str) -> FraudAppeal:
     """Appeal the action in force on the caller (one open appeal at a time)."""
     worker = lock(my_worker_profile())
     case = db.session.scalar(select(FraudCase).where(FraudCase.worker_id == worker.id))
-    if case is None or case.action == FraudAction.NONE:
+    if case is None or ACTION_RANK[case.action] < ACTION_RANK[FraudAction.RESTRICT]:
+        # A flag only puts the account in the review queue: it changes nothing to appeal.
         raise Conflict("No fraud action is in force on your account; there is nothing to appeal.")
     open_appeal = db.session.scalar(
         select(FraudAppeal.id).where(

@@ -195,7 +195,7 @@ def test_scan_finds_degenerate_random_and_colluding_workers(api, app, db_session
     for t, task_id in enumerate(task_ids[:20]):
         task = db_session.get(Task, task_id)
         task.status, task.final_answer, task.submitted_count = TaskStatus.COMPLETED, truth[t], 7
-    db_session.commit() if db_session.in_transaction() else None
+    db_session.commit()
 
     scan = api.post("/api/v1/fraud/scans", admin.token, json={"job_id": job["id"]})
     assert scan.status_code == 200, scan.get_json()
