@@ -261,11 +261,16 @@ def decide_case(case_id: int, data: dict[str, Any]) -> dict[str, Any]:
             "job_id": job_id,
         },
     )
+    # Committed before voiding: the decision (and the suspension, which stops new submits)
+    # stands on its own, and the case and worker rows are not held while voiding locks task
+    # rows (a submit holds its task row, then writes the case). Confirming again finishes
+    # a voiding that was cut short.
+    db.session.commit()
     if decision in VOIDING_ACTIONS:
         result = voiding.void_worker_judgments(worker.id, job_id, reason)  # commits per batch
         case = lock(case)
         case.voiding = {**result.as_dict(), "job_id": job_id, "at": now.isoformat()}
-    db.session.commit()
+        db.session.commit()
     return get_case(case.id)
 
 

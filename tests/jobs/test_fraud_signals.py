@@ -268,3 +268,30 @@ def test_periodic_scan_is_registered_and_runs(app):
     result = runner.invoke(args=["crowdline", "fraud-scan"])
     assert result.exit_code == 0, result.output
     assert '"jobs_scanned": 0' in result.output
+
+
+def test_very_strong_evidence_suspends_automatically_but_never_bans(api, app, manual_clock):
+    admin = api.admin(app)
+    client = api.signup("client")
+    screening = create_job(api, client)
+    add_tasks(app, screening["id"], 1, gold=5)
+    fund(api, client, screening["id"], 10_000)
+    api.post(f"/api/v1/jobs/{screening['id']}/activate", client.token)
+    cheat, sock_puppet = active_worker(api, admin), active_worker(api, admin)
+    device = {"X-Client-Fingerprint": "farm-phone-7"}
+    for i in range(6):  # fast, and failing every gold item
+        _do(api, cheat, screening["id"], "dog", manual_clock, 1 + 0.1 * i, headers=device)
+    assert _risk(api, admin, cheat)["action"] == "restrict"
+    _do(api, sock_puppet, screening["id"], "cat", manual_clock, 25, headers=device)
+
+    api.post("/api/v1/fraud/scans", admin.token, json={})
+    risk = _risk(api, admin, cheat)
+    assert {"gold_failed", "too_fast", "shared_device"} <= _kinds(risk)
+    assert risk["risk_score"] >= 0.9 and risk["action"] == "suspend"
+    standing = api.get("/api/v1/workers/me/fraud-standing", cheat.token).get_json()
+    assert (standing["worker_status"], standing["action"]) == ("suspended", "suspend")
+    assert_problem(lease(api, cheat, screening["id"]), 403)
+    # the other account has one strong signal only: flagged for review, still working
+    puppet = _risk(api, admin, sock_puppet)
+    assert puppet["action"] in ("flag", "restrict")
+    assert api.get("/api/v1/workers/me", sock_puppet.token).get_json()["status"] == "active"
