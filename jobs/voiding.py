@@ -2,7 +2,8 @@
 
 Lock order, as everywhere in the task loop: the task rows (by id), then each job's money
 (its escrow row), then the ledger. Only submitted and accepted judgments are voided, so
-running it again voids nothing twice. Work goes in batches; the caller commits each one.
+running it again voids nothing twice. The worker's live leases are given back too (their
+slots and holds). Work goes in batches; the caller commits each one.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from marketplace.database import db
 
 VOID_BATCH = 500
 MAX_LISTED = 100
+VOIDABLE = (AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED, AssignmentStatus.LEASED)
 
 
 @dataclass
 class VoidResult:
     voided: int = 0
+    leases_ended: int = 0
     tasks_reopened: int = 0
     jobs_reactivated: list[int] = field(default_factory=list)
     holds_released: int = 0
@@ -39,6 +42,7 @@ class VoidResult:
     def add(self, other: VoidResult) -> None:
         for name in (
             "voided",
+            "leases_ended",
             "tasks_reopened",
             "holds_released",
             "pay_reversed",
@@ -76,7 +80,7 @@ def _settle_money(assignments: list[tuple[Assignment, AssignmentStatus]], reason
     for job_id in sorted(by_job):
         _lock_job_money(job_id)
         for assignment, was in sorted(by_job[job_id], key=lambda item: item[0].id):
-            if was == AssignmentStatus.SUBMITTED:
+            if was in (AssignmentStatus.SUBMITTED, AssignmentStatus.LEASED):
                 money.release_hold(assignment)  # never settled: its hold goes back
                 result.holds_released += 1
                 continue
@@ -100,8 +104,7 @@ def void_batch(worker_id: int, job_id: int | None, reason: str) -> tuple[VoidRes
     Returns what it did and whether more are left."""
     result = VoidResult()
     query = select(Assignment.id, Assignment.task_id).where(
-        Assignment.worker_id == worker_id,
-        Assignment.status.in_([AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED]),
+        Assignment.worker_id == worker_id, Assignment.status.in_(VOIDABLE)
     )
     if job_id is not None:
         query = query.where(Assignment.job_id == job_id)
@@ -126,7 +129,7 @@ def void_batch(worker_id: int, job_id: int | None, reason: str) -> tuple[VoidRes
             select(Assignment)
             .where(
                 Assignment.id.in_([row.id for row in rows]),
-                Assignment.status.in_([AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED]),
+                Assignment.status.in_(VOIDABLE),
             )
             .order_by(Assignment.task_id)
             .with_for_update()
@@ -135,22 +138,30 @@ def void_batch(worker_id: int, job_id: int | None, reason: str) -> tuple[VoidRes
     )
     voided: list[tuple[Assignment, AssignmentStatus]] = []
     reopened_jobs: set[int] = set()
+    now = clock.now()
     for assignment in assignments:
         was = assignment.status
-        assignment.status = AssignmentStatus.VOIDED
         task = tasks[assignment.task_id]
-        task.submitted_count = max(0, task.submitted_count - 1)
-        if _reopen(task):
-            result.tasks_reopened += 1
-            reopened_jobs.add(task.job_id)
+        if was == AssignmentStatus.LEASED:  # no judgment yet: the lease is given back
+            assignment.status = AssignmentStatus.RELEASED
+            assignment.release_reason = "fraud: the worker's judgments were voided"
+            assignment.ended_at = now
+            task.live_count = max(0, task.live_count - 1)
+            result.leases_ended += 1
+        else:
+            assignment.status = AssignmentStatus.VOIDED
+            task.submitted_count = max(0, task.submitted_count - 1)
+            result.voided += 1
+            if _reopen(task):
+                result.tasks_reopened += 1
+                reopened_jobs.add(task.job_id)
         voided.append((assignment, was))
-    result.voided = len(voided)
     _settle_money(voided, reason, result)
     for reopened in sorted(reopened_jobs):
         back = db.session.execute(
             update(Job)
             .where(Job.id == reopened, Job.status == JobStatus.COMPLETED)
-            .values(status=JobStatus.ACTIVE, completed_at=None, updated_at=clock.now())
+            .values(status=JobStatus.ACTIVE, completed_at=None, updated_at=now)
         )
         if back.rowcount:
             result.jobs_reactivated.append(reopened)

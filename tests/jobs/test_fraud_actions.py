@@ -7,6 +7,7 @@ from sqlalchemy import select
 from billing.services import mature_earnings
 from jobs.models import Assignment, Task
 from marketplace.models import AuditEvent
+from tests.billing.helpers import assert_ledger_consistent
 from tests.helpers import assert_problem
 from tests.jobs.helpers import active_job, active_worker, lease
 from tests.workforce import invite_and_join, make_crowd, worker_id
@@ -119,6 +120,10 @@ def test_confirm_voids_judgments_reopens_tasks_and_claws_back_pay(
     _judge_all(api, honest, job["id"], "cat", manual_clock)
     assert api.get(f"/api/v1/jobs/{job['id']}", client.token).get_json()["status"] == "completed"
     assert _pending(api, fraud) == _pending(api, honest) == 10
+    spend = api.get(f"/api/v1/jobs/{job['id']}/spend", client.token).get_json()
+    # and a live lease elsewhere, given back with its hold
+    other = active_job(api, app, client, tasks=1)
+    live = lease(api, fraud, other["id"]).get_json()
 
     case = _flag(api, admin, fraud)
     confirmed = _decide(api, admin, case["id"], "confirm")
@@ -130,10 +135,22 @@ def test_confirm_voids_judgments_reopens_tasks_and_claws_back_pay(
     assert (voiding["pay_reversed"], voiding["pay_reversed_amount"]) == (2, 10)
     assert voiding["pay_unrecoverable"] == 1
     assert voiding["unrecoverable_assignments"] == [fraud_done[0]]
+    assert voiding["leases_ended"] == 1 and voiding["holds_released"] == 1
+    assert api.get(f"/api/v1/assignments/{live['id']}", fraud.token).get_json()["status"] == (
+        "released"
+    )
+    assert db_session.get(Task, live["task"]["id"]).live_count == 0
+    other_spend = api.get(f"/api/v1/jobs/{other['id']}/spend", client.token).get_json()
+    assert other_spend["held"]["amount"] == 0
+    # The reversed pay (with its fee) went back to the job's free budget.
+    after = api.get(f"/api/v1/jobs/{job['id']}/spend", client.token).get_json()
+    assert after["free"]["amount"] > spend["free"]["amount"]
+    assert after["settled"]["amount"] < spend["settled"]["amount"]
+    assert_ledger_consistent(db_session)
 
     # The worker's judgments are voided; their pending pay is gone, the honest worker's kept.
-    mine = api.get("/api/v1/assignments", fraud.token).get_json()["items"]
-    assert {a["status"] for a in mine} == {"voided"}
+    mine = api.get(f"/api/v1/assignments?job_id={job['id']}", fraud.token).get_json()["items"]
+    assert [a["status"] for a in mine] == ["voided"] * 3
     earnings = api.get("/api/v1/workers/me/earnings", fraud.token).get_json()["items"]
     assert sorted(e["status"] for e in earnings) == ["available", "reversed", "reversed"]
     assert _pending(api, fraud) == 0 and _pending(api, honest) == 10
@@ -156,7 +173,9 @@ def test_confirm_voids_judgments_reopens_tasks_and_claws_back_pay(
     again = _decide(api, admin, case["id"], "confirm")
     assert again["voiding"]["voided"] == 0 and again["voiding"]["pay_reversed"] == 0
     statuses = db_session.scalars(
-        select(Assignment.status).where(Assignment.worker_id == worker_id(api, fraud))
+        select(Assignment.status).where(
+            Assignment.worker_id == worker_id(api, fraud), Assignment.job_id == job["id"]
+        )
     ).all()
     assert {s.value for s in statuses} == {"voided"}
 
