@@ -1,9 +1,11 @@
 """Voiding a confirmed fraudster's judgments: tasks re-opened, pending pay clawed back.
 
-Lock order, as everywhere in the task loop: the task rows (by id), then each job's money
-(its escrow row), then the ledger. Only submitted and accepted judgments are voided, so
-running it again voids nothing twice. The worker's live leases are given back too (their
-slots and holds). Work goes in batches; the caller commits each one.
+Lock order: the worker's live leases (SKIP LOCKED: a call of the worker's own may hold one
+and want its task next), then the task rows (by id), then the worker's judgments on them (a
+task completing under another worker's submit holds the task row, then accepts them), then
+each job's money (its escrow row), then the ledger. Only submitted and accepted judgments
+are voided, so running it again voids nothing twice. The worker's live leases are given
+back too (their slots and holds). Work goes in batches; the caller commits each one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from marketplace.database import db
 
 VOID_BATCH = 500
 MAX_LISTED = 100
-VOIDABLE = (AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED, AssignmentStatus.LEASED)
+JUDGED = (AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED)
 
 
 @dataclass
@@ -103,18 +105,41 @@ def void_batch(worker_id: int, job_id: int | None, reason: str) -> tuple[VoidRes
 
     Returns what it did and whether more are left."""
     result = VoidResult()
-    query = select(Assignment.id, Assignment.task_id).where(
-        Assignment.worker_id == worker_id, Assignment.status.in_(VOIDABLE)
-    )
+    scope = [Assignment.worker_id == worker_id]
     if job_id is not None:
-        query = query.where(Assignment.job_id == job_id)
-    rows = db.session.execute(query.order_by(Assignment.task_id).limit(VOID_BATCH + 1)).all()
-    more = len(rows) > VOID_BATCH
-    rows = rows[:VOID_BATCH]
-    if not rows:
+        scope.append(Assignment.job_id == job_id)
+    # Live leases first, skipping any the worker's own call holds: that call locks its
+    # assignment and then its task, so waiting for it while holding task rows could deadlock
+    # (it ends the lease itself: the worker is already suspended).
+    leased_ids = list(
+        db.session.scalars(
+            select(Assignment.id)
+            .where(*scope, Assignment.status == AssignmentStatus.LEASED)
+            .order_by(Assignment.id)
+            .limit(VOID_BATCH + 1)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    rows = db.session.execute(
+        select(Assignment.id, Assignment.task_id)
+        .where(*scope, Assignment.status.in_(JUDGED))
+        .order_by(Assignment.task_id)
+        .limit(VOID_BATCH + 1)
+    ).all()
+    more = len(rows) > VOID_BATCH or len(leased_ids) > VOID_BATCH
+    rows, leased_ids = rows[:VOID_BATCH], leased_ids[:VOID_BATCH]
+    if not rows and not leased_ids:
         return result, False
-    task_ids = sorted({row.task_id for row in rows})
-    # Task rows first, in id order, like every other writer of tasks.
+    leased = list(
+        db.session.scalars(
+            select(Assignment)
+            .where(Assignment.id.in_(leased_ids))
+            .execution_options(populate_existing=True)
+        )
+    )
+    task_ids = sorted({row.task_id for row in rows} | {a.task_id for a in leased})
+    # Then the task rows, in id order, like every other writer of tasks; then the judgments
+    # (a completing task may have just accepted one: it is reloaded as it is now).
     db.session.execute(
         select(Task.id).where(Task.id.in_(task_ids)).order_by(Task.id).with_for_update()
     ).all()
@@ -124,18 +149,16 @@ def void_batch(worker_id: int, job_id: int | None, reason: str) -> tuple[VoidRes
             select(Task).where(Task.id.in_(task_ids)).execution_options(populate_existing=True)
         )
     }
-    assignments = list(
+    judged = list(
         db.session.scalars(
             select(Assignment)
-            .where(
-                Assignment.id.in_([row.id for row in rows]),
-                Assignment.status.in_(VOIDABLE),
-            )
+            .where(Assignment.id.in_([row.id for row in rows]), Assignment.status.in_(JUDGED))
             .order_by(Assignment.task_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
     )
+    assignments = leased + judged
     voided: list[tuple[Assignment, AssignmentStatus]] = []
     reopened_jobs: set[int] = set()
     now = clock.now()
