@@ -358,3 +358,68 @@ def test_cases_are_cursor_paged(api, app):
     assert 'rel="next"' in first.headers["Link"]
     rest = api.get(f"/api/v1/fraud/cases?limit=2&cursor={body['next_cursor']}", admin.token)
     assert [c["id"] for c in rest.get_json()["items"]] == ids[2:]
+
+
+def test_confirm_racing_submits_keeps_counts_and_money_straight(api, app, db_session):
+    from jobs.models import AssignmentStatus
+    from tests.jobs.test_concurrency import _all_at_once, _client, _post
+
+    admin = api.admin(app)
+    client = api.signup("client")
+    job = active_job(api, app, client, tasks=8, redundancy=THREE)
+    fraud = active_worker(api, admin)
+    _judge_all(api, fraud, job["id"], "dog", limit=6)
+    live = lease(api, fraud, job["id"]).get_json()
+    honest = [active_worker(api, admin) for _ in range(3)]
+    # each honest lease lands on a task the fraudster judged: its submit completes the task
+    # and accepts the fraudster's judgment while the confirmation voids it
+    leases = [lease(api, w, job["id"]).get_json() for w in honest]
+    case = _flag(api, admin, fraud)
+
+    def submit(worker, assignment, index):
+        path = f"/api/v1/assignments/{assignment['id']}/submit"
+        return _post(_client(app, index), worker.token, path, {"answer": "cat"})
+
+    calls = [
+        lambda: _post(
+            _client(app, 9),
+            admin.token,
+            f"/api/v1/fraud/cases/{case['id']}/decision",
+            {"action": "confirm"},
+        ),
+        lambda: submit(fraud, live, 8),
+        *[
+            lambda w=w, a=a, i=i: submit(w, a, i)
+            for i, (w, a) in enumerate(zip(honest, leases, strict=True))
+        ],
+    ]
+    results = _all_at_once(calls)
+    codes = [getattr(r, "status_code", r) for r in results]
+    assert codes[0] == 200 and codes[2:] == [200, 200, 200], codes
+    assert codes[1] in (200, 403), codes
+
+    # Finish whatever the race left (a submit that slipped in before the suspension).
+    again = _decide(api, admin, case["id"], "confirm")
+    fid = worker_id(api, fraud)
+    left = db_session.scalars(
+        select(Assignment.status).where(
+            Assignment.worker_id == fid,
+            Assignment.status.in_([AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED]),
+        )
+    ).all()
+    assert left == [] and again["worker"]["status"] == "suspended"
+    for task in db_session.scalars(select(Task).where(Task.job_id == job["id"])):
+        statuses = [
+            s.value
+            for s in db_session.scalars(
+                select(Assignment.status).where(Assignment.task_id == task.id)
+            )
+        ]
+        judged = sum(s in ("submitted", "accepted", "rejected") for s in statuses)
+        assert task.submitted_count == judged, (task.id, statuses)
+        assert task.live_count == statuses.count("leased"), (task.id, statuses)
+        assert task.live_count + task.submitted_count <= task.redundancy_target
+    assert_ledger_consistent(db_session)
+    earnings = api.get("/api/v1/workers/me/earnings", fraud.token).get_json()["items"]
+    assert {e["status"] for e in earnings} <= {"reversed"}
+    assert _pending(api, fraud) == 0
