@@ -162,7 +162,8 @@ def _change_status(worker: WorkerProfile, to: WorkerStatus, reason: str) -> None
 def escalate(worker_id: int) -> FraudCase | None:
     """Open or raise the worker's case to what the unreviewed evidence warrants (never lower).
 
-    In the caller's transaction; automatic actions are audited with no actor."""
+    In the caller's transaction; audited as automatic (the actor is whoever's call found
+    the evidence: the worker's submit, or an admin's scan)."""
     signals = signals_of([worker_id])[worker_id]
     score = risk_score(signals)
     target = _target_action(signals)
@@ -186,7 +187,8 @@ def escalate(worker_id: int) -> FraudCase | None:
             case = db.session.scalar(select(FraudCase).where(FraudCase.worker_id == worker_id))
             if case is None:
                 return None
-    case.risk_score = score
+    if case.risk_score != score:
+        case.risk_score = score
     if ACTION_RANK[target] <= ACTION_RANK[case.action]:
         return case
     before = case.action

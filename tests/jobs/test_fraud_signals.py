@@ -295,3 +295,52 @@ def test_very_strong_evidence_suspends_automatically_but_never_bans(api, app, ma
     puppet = _risk(api, admin, sock_puppet)
     assert puppet["action"] in ("flag", "restrict")
     assert api.get("/api/v1/workers/me", sock_puppet.token).get_json()["status"] == "active"
+
+
+def test_scan_finds_fixed_boxes_and_low_agreement(api, app, db_session):
+    admin = api.admin(app)
+    client = api.signup("client")
+    boxes = create_job(api, client, answer_spec={"type": "bbox", "labels": ["car"]})
+    box_tasks = add_tasks(app, boxes["id"], 12)
+    choice = create_job(
+        api, client, answer_spec={"type": "single_choice", "labels": ["a", "b", "c", "d"]}
+    )
+    choice_tasks = add_tasks(app, choice["id"], 12)
+    workers = [active_worker(api, admin) for _ in range(4)]
+    ids = [worker_id(api, w) for w in workers]
+
+    def box(t, w):
+        # people draw where the car is (a little differently); worker 3 always the same box
+        if w == 3:
+            return [{"x": 10, "y": 10, "w": 50, "h": 50, "label": "car"}]
+        return [{"x": 5 * t + w, "y": 40 + t, "w": 30 + t, "h": 20, "label": "car"}]
+
+    _judgments(app, boxes["id"], box_tasks, ids, lambda w, t: box(t, w))
+    truth = ["abcd"[t % 4] for t in range(12)]
+    # worker 3 agrees with the final label half the time: twice chance with 4 labels, but low
+    _judgments(
+        app,
+        choice["id"],
+        choice_tasks,
+        ids,
+        lambda w, t: truth[t] if w < 3 or t % 2 == 0 else "abcd"[(t + 1) % 4],
+    )
+    for t, task_id in enumerate(choice_tasks):
+        task = db_session.get(Task, task_id)
+        task.status, task.final_answer = TaskStatus.COMPLETED, truth[t]
+    db_session.commit()
+
+    for job in (boxes, choice):
+        assert (
+            api.post("/api/v1/fraud/scans", admin.token, json={"job_id": job["id"]}).status_code
+            == 200
+        )
+    risks = [_risk(api, admin, w) for w in workers]
+    for honest in risks[:3]:
+        assert honest["signals"] == [], honest
+    by_kind = {s["kind"]: s for s in risks[3]["signals"]}
+    assert set(by_kind) == {"degenerate", "low_agreement"}
+    assert by_kind["degenerate"]["job_id"] == boxes["id"]
+    assert by_kind["degenerate"]["evidence"]["share"] == 1.0
+    assert by_kind["low_agreement"]["job_id"] == choice["id"]
+    assert by_kind["low_agreement"]["evidence"]["agreement"] == 0.5
