@@ -49,7 +49,8 @@ def record_signal(
     evidence: dict[str, Any],
     job_id: int | None = None,
 ) -> bool:
-    """Create or refresh a worker's signal; True when its weight or evidence changed.
+    """Create or refresh a worker's signal; True when it appeared, went or changed weight
+    (what the risk score depends on; fresher evidence alone is written but returns False).
 
     Runs in the caller's transaction (the submit's, or a scan's); never commits."""
     weight = round(min(max(weight, 0.0), MAX_WEIGHT), 4)
@@ -90,10 +91,11 @@ def record_signal(
         return True
     if signal.weight == weight and signal.evidence == evidence:
         return False
+    weight_changed = signal.weight != weight
     signal.weight = weight
     signal.evidence = evidence
     signal.updated_at = now
-    return True
+    return weight_changed
 
 
 def signals_of(worker_ids: list[int]) -> dict[int, list[FraudSignal]]:
