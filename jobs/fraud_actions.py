@@ -237,9 +237,9 @@ def decide_case(case_id: int, data: dict[str, Any]) -> dict[str, Any]:
         fraud_risk.set_worker_status(case, worker, WorkerStatus.SUSPENDED, reason)
     elif decision == "confirm":
         case.confirmed_at = case.confirmed_at or now
-        if ACTION_RANK[case.action] < ACTION_RANK[FraudAction.SUSPEND]:
+        if case.action != FraudAction.BAN:  # confirming keeps a ban a ban
             case.action = FraudAction.SUSPEND
-        fraud_risk.set_worker_status(case, worker, WorkerStatus.SUSPENDED, reason)
+            fraud_risk.set_worker_status(case, worker, WorkerStatus.SUSPENDED, reason)
     elif decision == "ban":
         case.confirmed_at = case.confirmed_at or now
         case.action = FraudAction.BAN

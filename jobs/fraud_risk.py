@@ -134,7 +134,7 @@ def set_worker_status(
     case: FraudCase, worker: WorkerProfile, to: WorkerStatus, reason: str
 ) -> None:
     """Suspend or ban for fraud, remembering the status to restore if the action is lifted."""
-    if worker.status == to or (worker.status == WorkerStatus.BANNED and to != WorkerStatus.ACTIVE):
+    if worker.status == to:
         return
     if worker.status not in (WorkerStatus.SUSPENDED, WorkerStatus.BANNED):
         case.status_before = worker.status.value

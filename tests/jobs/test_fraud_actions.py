@@ -425,3 +425,22 @@ def test_confirm_racing_submits_keeps_counts_and_money_straight(api, app, db_ses
     earnings = api.get("/api/v1/workers/me/earnings", fraud.token).get_json()["items"]
     assert {e["status"] for e in earnings} <= {"reversed"}
     assert _pending(api, fraud) == 0
+
+
+def test_actions_step_up_and_down_and_keep_the_worker_status_in_step(api, app):
+    admin = api.admin(app)
+    worker = active_worker(api, admin)
+    case = _flag(api, admin, worker)
+    steps = [
+        ("ban", "ban", "banned"),
+        ("confirm", "ban", "banned"),  # confirming keeps a ban a ban
+        ("suspend", "suspend", "suspended"),
+        ("restrict", "restrict", "active"),
+        ("suspend", "suspend", "suspended"),
+        ("lift", "none", "active"),
+    ]
+    for decision, action, status in steps:
+        decided = _decide(api, admin, case["id"], decision)
+        assert (decided["action"], decided["worker"]["status"]) == (action, status), decision
+    me = api.get("/api/v1/workers/me", worker.token).get_json()
+    assert me["status"] == "active"
