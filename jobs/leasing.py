@@ -24,6 +24,7 @@ from sqlalchemy import exists, or_, select, update
 from billing.models import LedgerAccount, OwnerType, Purpose
 from credentials import eligibility
 from jobs import answers, events, money, signals
+from jobs.fraud_risk import restricted_gold_rate
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
 from jobs.services import complete_job_if_done
 from marketplace import clock
@@ -144,7 +145,11 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
             db.session.commit()
         if not money.can_afford_a_judgment(job, worker.id):
             continue  # leasing for this job stops until it is funded again
-        order = [True, False] if random.random() < job.gold_rate else [False, True]
+        order = (
+            [True, False]
+            if random.random() < max(job.gold_rate, restricted_gold_rate(worker) or 0.0)
+            else [False, True]
+        )
         for gold in order:
             # A savepoint per attempt: if the hold is refused (a concurrent lease took the
             # last of the budget), the claimed slot is given back with it.

@@ -23,3 +23,4 @@ def deliver_due_webhooks() -> int:
 
 register_periodic("jobs.tasks.expire_leases", 60)
 register_periodic("jobs.tasks.deliver_due_webhooks", 15)
+register_periodic("jobs.fraud_scan.scheduled_scan", 3600)

@@ -107,6 +107,7 @@ def _import_models() -> None:
     """Every package's models, so metadata (and Alembic) sees every table."""
     import billing.models  # noqa: F401
     import credentials.models  # noqa: F401
+    import jobs.fraud_models
     import jobs.models  # noqa: F401
     import marketplace.accounts.models
     import marketplace.models
@@ -145,6 +146,10 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(imports_blp)
     api.register_blueprint(results_blp)
     api.register_blueprint(task_api)
+
+    from jobs.fraud_routes import fraud_blp
+
+    api.register_blueprint(fraud_blp)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(health_bp)
 
@@ -190,6 +195,7 @@ def register_domain_hooks(app: Flask) -> None:
     """Signal handlers of packages further right in the import chain."""
     import billing.tasks  # noqa: F401
     import credentials.tasks  # noqa: F401  (registers its periodic jobs)
+    import jobs.fraud_signals
     import jobs.money
     import jobs.tasks  # noqa: F401
     import workers.hooks  # noqa: F401

@@ -159,6 +159,17 @@ def reconcile(skip_processor: bool, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@crowdline_cli.command("fraud-scan")
+@click.option("--job-id", type=click.IntRange(1), default=None, help="Scan this job only.")
+def fraud_scan(job_id: int | None) -> None:
+    """Run the fraud scans now (what the hourly job does) and print what changed."""
+    import json
+
+    from jobs.fraud_scan import run_scan  # composition root: the CLI wires every package
+
+    click.echo(json.dumps(run_scan(job_id), indent=2))
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(crowdline_cli)
     app.cli.add_command(rq_cli)
