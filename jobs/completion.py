@@ -14,6 +14,7 @@ worker id), then the job's escrow, then money.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ from marketplace.database import db
 
 PRELABEL_SHRINK = 0.8
 VOTING = (AssignmentStatus.SUBMITTED, AssignmentStatus.ACCEPTED)
+# The candidate for "none of the answers given" where answers are not a fixed label set, so
+# unanimous votes do not make a certainty (a one-candidate posterior is always 1).
+OTHER = "\x00other"
 
 
 def lock_job_money(job_id: int) -> None:
@@ -101,9 +105,10 @@ def judge_task(job: Job, task: Task) -> consensus.Decision | None:
     current = ballot(job, task)
     human = len(current.judged)
     maximum = escalation.maximum(job, task)
-    labels = None
     if job.answer_spec["type"] == "single_choice":  # every label is a candidate, as a key
         labels = [answers.canonical(label) for label in job.answer_spec["labels"]]
+    else:  # open answer spaces: "something nobody said" is a candidate too
+        labels = [OTHER]
     decision, key, confidence = consensus.decide(
         current.votes,
         human_judgments=human,
@@ -112,6 +117,10 @@ def judge_task(job: Job, task: Task) -> consensus.Decision | None:
         target_confidence=job.target_confidence,
         labels=labels,
     )
+    if key is not None and key not in current.values:
+        decision, key, confidence = _unvoted_best(
+            current, labels, decision, key, confidence, human, maximum
+        )
     if decision == consensus.Decision.CLOSE:
         close(job, task, current, key, confidence, None)
     elif decision == consensus.Decision.EXTEND:
@@ -120,6 +129,20 @@ def judge_task(job: Job, task: Task) -> consensus.Decision | None:
         reason = "escalated" if task.escalation_level else "low_confidence"
         close(job, task, current, key, confidence, reason)
     return decision
+
+
+def _unvoted_best(current, labels, decision, key, confidence, human, maximum):
+    """The posterior's best answer is one nobody gave: a label (a weak vote against the
+    others) is a fine answer; OTHER never is — take the best given answer, never closing."""
+    if key != OTHER:
+        current.values[key] = json.loads(key)
+        return decision, key, confidence
+    probabilities = consensus.posterior(current.votes, labels).probabilities
+    given = {k: p for k, p in probabilities.items() if k in current.values}
+    best = max(given, key=lambda k: (given[k], k)) if given else None
+    if decision == consensus.Decision.CLOSE:
+        decision = consensus.Decision.EXTEND if human < maximum else consensus.Decision.ESCALATE
+    return decision, best, given.get(best, 0.0)
 
 
 def close(
