@@ -32,11 +32,13 @@ def gold_probability(job: Job, worker: WorkerProfile) -> float:
     """The chance that the worker's next lease in `job` tries a gold task first."""
     if job.gold_rate <= 0:
         return 0.0
-    seen = db.session.scalar(
-        select(func.count())
-        .select_from(Assignment)
+    first = (
+        select(Assignment.id)
         .where(Assignment.job_id == job.id, Assignment.worker_id == worker.id)
+        .limit(FIRST_TASKS)  # counting stops there: a veteran's history is not scanned
+        .subquery()
     )
+    seen = db.session.scalar(select(func.count()).select_from(first))
     if seen < FIRST_TASKS:
         return max(job.gold_rate, FIRST_TASKS_GOLD_RATE)
     return job.gold_rate
