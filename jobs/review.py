@@ -89,8 +89,12 @@ def decide(review_id: int, data: dict[str, Any]) -> ReviewItem:
     found = db.session.get(ReviewItem, review_id)
     if found is None:
         raise NotFound(f"review {review_id} not found")
-    # The job's row first (as cancel does): send_back may reopen a completed job.
-    job = get_job_for_update(found.job_id, Role.ADMIN)
+    job = get_job(found.job_id, Role.ADMIN)
+    if data["action"] == "send_back":
+        # The job's row first (as cancel does): send_back may reopen a completed job. Only
+        # then: a correction locks workers' quality rows, which a closing submit holds while
+        # it waits for the job's row (to complete the job).
+        job = get_job_for_update(found.job_id, Role.ADMIN)
     item = get_for_update(ReviewItem, review_id)
     if item.status != ReviewStatus.PENDING:
         if _same_decision(item, data):

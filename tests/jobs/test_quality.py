@@ -18,7 +18,7 @@ from jobs.models import Assignment, Job, JobRemoval, Task, WorkerJobQuality
 from marketplace import clock
 from tests.helpers import assert_problem
 from tests.jobs.helpers import active_job, active_worker, create_job, fund, lease
-from tests.workforce import make_skill, worker_id
+from tests.workforce import make_clearance, make_skill, worker_id
 
 TWO_TO_FIVE = {"min": 2, "max": 5, "target_confidence": 0.9}
 
@@ -222,6 +222,35 @@ def test_escalation_tier_then_review(api, app, db_session):
     assert [r["reason"] for r in reviews.get_json()["items"]] == ["escalated"]
 
 
+def test_escalation_by_credential(api, app, db_session):
+    admin = api.admin(app)
+    client = api.signup("client")
+    clearance = make_clearance(api, admin, "radiology-board")
+    escalation = {"credential": "radiology-board"}
+    job = active_job(
+        api,
+        app,
+        client,
+        tasks=1,
+        redundancy={"min": 1, "max": 1, "target_confidence": 0.9, "escalation": escalation},
+    )
+    first = _judge(api, active_worker(api, admin), job["id"], "cat")
+    task = _get(db_session, Task, first["task"]["id"])
+    assert (task.escalation_level, task.redundancy_target) == (1, 3)  # extra defaults to 2
+    assert lease(api, active_worker(api, admin), job["id"]).status_code == 204
+    expert = active_worker(api, admin)
+    attestation = api.post(
+        "/api/v1/attestations",
+        expert.token,
+        json={"clearance_type_id": clearance["id"], "reference": "board-cert"},
+    ).get_json()
+    api.post(f"/api/v1/attestations/{attestation['id']}/verify", admin.token, json={})
+    _judge(api, expert, job["id"], "cat")
+    # two agreeing newcomers: 0.845 < 0.9, one more expert slot is left
+    task = _get(db_session, Task, task.id)
+    assert (task.status.value, task.live_count + task.submitted_count) == ("open", 2)
+
+
 @pytest.mark.parametrize(
     ("redundancy", "field"),
     [
@@ -349,6 +378,7 @@ def test_a_worker_below_min_accuracy_is_removed(api, app, db_session, monkeypatc
     careless, careful = active_worker(api, admin), active_worker(api, admin)
     monkeypatch.setattr(leasing.random, "random", lambda: 0.99)  # a real task first
     pending = _judge(api, careless, job["id"], "dog")
+    live = _leased(api, careless, job["id"])  # and one held while the gold goes wrong
     monkeypatch.setattr(leasing.random, "random", lambda: 0.0)  # then gold
     for n in range(4):
         gold_lease = _leased(api, careless, job["id"])
@@ -361,6 +391,11 @@ def test_a_worker_below_min_accuracy_is_removed(api, app, db_session, monkeypatc
     body = assert_problem(lease(api, careless, job["id"]), 403)
     assert body["reasons"][0]["code"] == "accuracy_below_minimum"
     assert lease(api, careless).status_code == 204
+    late = api.post(
+        f"/api/v1/assignments/{live['id']}/submit", careless.token, json={"answer": "dog"}
+    )
+    assert assert_problem(late, 403)["reasons"][0]["code"] == "accuracy_below_minimum"
+    assert _get(db_session, Assignment, live["id"]).status.value == "released"
     # the pending judgment is rejected, its hold given back, its slot free again
     stored = _get(db_session, Assignment, pending["id"])
     assert stored.status.value == "rejected"
