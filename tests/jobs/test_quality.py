@@ -479,3 +479,76 @@ def test_weak_votes_never_close_on_an_answer_nobody_gave(app):
         current, [completion.OTHER], Decision.CLOSE, completion.OTHER, 0.8, 1, 3
     )
     assert (decision, key, confidence) == (Decision.EXTEND, "1", pytest.approx(0.2))
+
+
+# --- adaptive redundancy under concurrency ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_crowd_under_adaptive_redundancy_never_overfills_a_task():
+    """A mixed crowd answering at random on a job with gold, min 2 and max 4: targets move
+    while others lease and submit, yet invariant 1 holds at every instant (the monitor), no
+    request fails, every real task closes with 2 to 4 paid judgments, and the ledger holds."""
+    from sqlalchemy import func
+
+    from billing.models import Hold as HoldRow
+    from marketplace.database import db
+    from tests.billing.helpers import assert_ledger_consistent
+    from tests.jobs import test_concurrency as crowd
+
+    on_postgres = crowd.ON_POSTGRES
+    workers_count, tasks = (16, 200) if on_postgres else (6, 40)
+    app, frozen = crowd._crowd_app(8 if on_postgres else 6)
+    try:
+        api = crowd.Api(crowd._client(app, 10_000))
+        admin = api.admin(app)
+        client = api.signup("client")
+        job = active_job(
+            api,
+            app,
+            client,
+            tasks=tasks,
+            gold=5,
+            gold_rate=0.2,
+            budget=(tasks * 4 + workers_count * 5) * 6 * 2,
+            redundancy={"min": 2, "max": 4, "target_confidence": 0.9},
+            lease_seconds=crowd.LEASE_SECONDS,
+        )
+        workers = [
+            active_worker(crowd.Api(crowd._client(app, i)), admin) for i in range(workers_count)
+        ]
+        run = crowd._judge_until_done(app, frozen, job["id"], workers, 600)
+        tallies = run["tallies"]
+        assert not [t.crashed for t in tallies if t.crashed]
+        assert not any(t.timed_out for t in tallies)
+        assert [u for t in tallies for u in t.unexpected] == []
+        # (gold tasks count wrong, rejected answers in submitted_count; they never fill up)
+        assert [v for v in run["monitor"].violations if v[1] != leasing.GOLD_REDUNDANCY] == []
+        with app.app_context():
+            real = db.session.scalars(
+                select(Task).where(Task.job_id == job["id"], Task.is_gold.is_(False))
+            ).all()
+            assert {t.status.value for t in real} == {"completed"}
+            assert {t.live_count for t in real} == {0}
+            assert set(t.submitted_count for t in real) <= {2, 3, 4}
+            assert len({t.submitted_count for t in real}) > 1  # disagreement asked for more
+            accepted = dict(
+                db.session.execute(
+                    select(Assignment.task_id, func.count())
+                    .where(Assignment.job_id == job["id"], Assignment.status == "accepted")
+                    .where(Assignment.is_gold.is_(False))
+                    .group_by(Assignment.task_id)
+                ).all()
+            )
+            assert accepted == {t.id: t.submitted_count for t in real}
+            assert_ledger_consistent(db.session)
+            held = (
+                select(func.count()).select_from(HoldRow).where(HoldRow.status == HoldStatus.HELD)
+            )
+            assert db.session.scalar(held) == 0
+            db.session.remove()
+    finally:
+        with app.app_context():
+            from marketplace.database import db
+
+            db.engine.dispose()
