@@ -323,8 +323,9 @@ def test_gold_updates_accuracy_at_once_and_stays_invisible(
     for status in ("accepted", "rejected"):
         page = api.get(f"/api/v1/assignments?status={status}", worker.token).get_json()
         assert page["items"] == []
+    # the worker's own figures do not move the moment a gold answer is judged either
     mine = api.get("/api/v1/workers/me/quality", worker.token).get_json()
-    assert mine["jobs"][0]["gold_answers"] == 2
+    assert (mine["jobs"][0]["gold_answers"], mine["jobs"][0]["accuracy"]) == (0, 0.7)
     text = json.dumps(mine)
     assert "task" not in text and "gold_correct" not in text
     # a day later the real outcome shows
@@ -332,6 +333,9 @@ def test_gold_updates_accuracy_at_once_and_stays_invisible(
     worker.token = api.login(worker.email)["access_token"]
     body = api.get(f"/api/v1/assignments/{wrong['id']}", worker.token).get_json()
     assert body["status"] == "rejected"
+    mine = api.get("/api/v1/workers/me/quality", worker.token).get_json()
+    assert mine["jobs"][0]["gold_answers"] == 2
+    assert mine["jobs"][0]["accuracy"] == round(estimated_accuracy(1, 1), 4)
 
 
 def test_first_tasks_get_a_heavier_gold_mix(api, app, db_session):
@@ -410,7 +414,7 @@ def test_a_worker_below_min_accuracy_is_removed(api, app, db_session, monkeypatc
     assert mine["jobs"][0]["removed"] is True and mine["jobs"][0]["min_accuracy"] == 0.6
 
 
-def test_measured_accuracy_sets_the_skill_level(api, app, db_session, gold_first):
+def test_measured_accuracy_sets_the_skill_level(api, app, db_session, gold_first, manual_clock):
     admin = api.admin(app)
     client = api.signup("client")
     skill = make_skill(api, admin, "image.pets")
@@ -433,6 +437,8 @@ def test_measured_accuracy_sets_the_skill_level(api, app, db_session, gold_first
         _judge(api, worker, job["id"], "cat")
     levels = api.get("/api/v1/workers/me/skills", worker.token).get_json()["items"]
     assert [(s["level"], s["source"]) for s in levels] == [(90, "performance")]  # 13.5 / 15
+    manual_clock.advance(gold.GOLD_REVEAL_SECONDS + 1)  # the worker's view lags gold
+    worker.token = api.login(worker.email)["access_token"]
     mine = api.get("/api/v1/workers/me/quality", worker.token).get_json()
     assert mine["skills"] == [
         {
