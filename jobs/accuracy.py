@@ -9,15 +9,16 @@ that takes each task row before anything else (see `reject_pending_of_removed`).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from credentials import skills as skill_service
 from credentials.models import SkillSource, WorkerSkill
-from jobs import consensus
-from jobs.models import Job, JobRemoval, WorkerJobQuality
+from jobs import consensus, gold
+from jobs.models import Assignment, Job, JobRemoval, WorkerJobQuality
 from marketplace import audit, background, clock
 from marketplace.database import db
 from workers.models import WorkerProfile
@@ -109,7 +110,6 @@ def record_gold(job: Job, worker: WorkerProfile, correct: bool, truth: Any, give
     _count_confusion(row, truth, given)
     row.updated_at = clock.now()
     enforce_floor(job, worker.id, row)
-    _feed_skill_levels(job, worker)
 
 
 def record_agreement(job_id: int, judged: list[tuple[int, bool, Any]], final: Any) -> None:
@@ -209,17 +209,68 @@ def removal_reason(worker_id: int, job_id: int) -> dict[str, Any] | None:
     }
 
 
-def _feed_skill_levels(job: Job, worker: WorkerProfile) -> None:
+def revealed_gold(worker_id: int) -> dict[int, tuple[int, int]]:
+    """(right, wrong) gold answers per job older than the gold reveal delay: what a worker
+    may see, and what skill levels are set from (a level that moved the moment a task was
+    submitted would tell it was gold)."""
+    cutoff = clock.now() - timedelta(seconds=gold.GOLD_REVEAL_SECONDS)
+    rows = db.session.execute(
+        select(
+            Assignment.job_id,
+            func.sum(case((Assignment.gold_correct.is_(True), 1), else_=0)),
+            func.sum(case((Assignment.gold_correct.is_(False), 1), else_=0)),
+        )
+        .where(
+            Assignment.worker_id == worker_id,
+            Assignment.is_gold.is_(True),
+            Assignment.submitted_at <= cutoff,
+        )
+        .group_by(Assignment.job_id)
+    ).all()
+    return {job_id: (int(right or 0), int(wrong or 0)) for job_id, right, wrong in rows}
+
+
+def skill_totals(worker_id: int) -> dict[str, dict[str, Any]]:
+    """Per skill the worker's jobs require: revealed gold and agreement summed over those
+    jobs, with the accuracy estimate and interval."""
+    rows = db.session.execute(
+        select(WorkerJobQuality, Job.requirements)
+        .join(Job, Job.id == WorkerJobQuality.job_id)
+        .where(WorkerJobQuality.worker_id == worker_id)
+    ).all()
+    revealed = revealed_gold(worker_id) if rows else {}
+    totals: dict[str, dict[str, Any]] = {}
+    for row, requirements in rows:
+        right, wrong = revealed.get(row.job_id, (0, 0))
+        for requirement in (requirements or {}).get("skills", []):
+            t = totals.setdefault(
+                requirement["skill"], {"gold": 0, "right": 0, "wrong": 0, "jobs": 0}
+            )
+            t["jobs"] += 1
+            t["gold"] += right + wrong
+            t["right"] += right + row.agreed
+            t["wrong"] += wrong + row.disagreed
+    for t in totals.values():
+        t["accuracy"] = consensus.estimated_accuracy(t["right"], t["wrong"])
+        t["interval"] = consensus.accuracy_interval(t["right"], t["wrong"])
+    return totals
+
+
+def feed_skill_levels(job: Job, worker: WorkerProfile) -> None:
     """Set the level of each skill the job requires from the measured accuracy over the jobs
-    requiring it (history: every change is audited by credentials.skills.set_skill_level)."""
-    for requirement in (job.requirements or {}).get("skills", []):
-        skill = skill_service.skill_by_slug(requirement["skill"])
-        if skill is None:
+    requiring it, once MIN_GOLD_FOR_LEVEL gold answers are revealed (history: every change is
+    audited by credentials.skills.set_skill_level). Called on every judgment, after the
+    money moved (lock order), so a change says nothing about the task just submitted."""
+    required = [r["skill"] for r in (job.requirements or {}).get("skills", [])]
+    if not required:
+        return
+    totals = skill_totals(worker.id)
+    for slug in required:
+        t = totals.get(slug)
+        skill = skill_service.skill_by_slug(slug)
+        if t is None or skill is None or t["gold"] < MIN_GOLD_FOR_LEVEL:
             continue
-        totals = skill_totals(worker.id, skill.slug)
-        if totals["gold_correct"] + totals["gold_wrong"] < MIN_GOLD_FOR_LEVEL:
-            continue
-        level = round(100 * totals["accuracy"])
+        level = round(100 * t["accuracy"])
         current = db.session.scalar(
             select(WorkerSkill.level).where(
                 WorkerSkill.worker_id == worker.id, WorkerSkill.skill_id == skill.id
@@ -229,24 +280,3 @@ def _feed_skill_levels(job: Job, worker: WorkerProfile) -> None:
             skill_service.set_skill_level(
                 worker, skill, level, SkillSource.PERFORMANCE, source_ref=f"job:{job.id}"
             )
-
-
-def skill_totals(worker_id: int, slug: str) -> dict[str, Any]:
-    """Counts and accuracy of a worker over the jobs requiring the skill `slug`."""
-    rows = db.session.execute(
-        select(WorkerJobQuality, Job.requirements)
-        .join(Job, Job.id == WorkerJobQuality.job_id)
-        .where(WorkerJobQuality.worker_id == worker_id)
-    ).all()
-    totals = {"gold_correct": 0, "gold_wrong": 0, "agreed": 0, "disagreed": 0, "jobs": 0}
-    for row, requirements in rows:
-        if slug not in {s["skill"] for s in (requirements or {}).get("skills", [])}:
-            continue
-        totals["jobs"] += 1
-        for key in ("gold_correct", "gold_wrong", "agreed", "disagreed"):
-            totals[key] += getattr(row, key)
-    right = totals["gold_correct"] + totals["agreed"]
-    wrong = totals["gold_wrong"] + totals["disagreed"]
-    totals["accuracy"] = consensus.estimated_accuracy(right, wrong)
-    totals["interval"] = consensus.accuracy_interval(right, wrong)
-    return totals

@@ -323,6 +323,7 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
     signals.judgment_submitted.send(assignment, job=job, task=task)
     if not task.is_gold:
         completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
+    accuracy.feed_skill_levels(job, worker)
     db.session.commit()
     return assignment
 

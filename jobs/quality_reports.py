@@ -7,15 +7,13 @@ and per skill — counts only, never which tasks were gold.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 
-from jobs import accuracy, consensus, gold
+from jobs import accuracy, consensus
 from jobs.access import get_job
-from jobs.models import Assignment, Job, JobRemoval, WorkerJobQuality
-from marketplace import clock
+from jobs.models import Job, JobRemoval, WorkerJobQuality
 from marketplace.database import db
 from marketplace.pagination import decode_cursor, encode_cursor
 from workers.access import my_worker_profile
@@ -66,26 +64,6 @@ def job_workers_quality(job_id: int, args: dict[str, Any]) -> dict[str, Any]:
     return {"items": items, "next_cursor": next_cursor}
 
 
-def _revealed_gold(worker_id: int) -> dict[int, tuple[int, int]]:
-    """(right, wrong) gold answers per job, counting only those older than the gold reveal
-    delay: figures that moved the moment a task was submitted would tell it was gold."""
-    cutoff = clock.now() - timedelta(seconds=gold.GOLD_REVEAL_SECONDS)
-    rows = db.session.execute(
-        select(
-            Assignment.job_id,
-            func.sum(case((Assignment.gold_correct.is_(True), 1), else_=0)),
-            func.sum(case((Assignment.gold_correct.is_(False), 1), else_=0)),
-        )
-        .where(
-            Assignment.worker_id == worker_id,
-            Assignment.is_gold.is_(True),
-            Assignment.submitted_at <= cutoff,
-        )
-        .group_by(Assignment.job_id)
-    ).all()
-    return {job_id: (int(right or 0), int(wrong or 0)) for job_id, right, wrong in rows}
-
-
 def _as_worker_sees(row: WorkerJobQuality, revealed: dict[int, tuple[int, int]]):
     right, wrong = revealed.get(row.job_id, (0, 0))
     return right + row.agreed, wrong + row.disagreed, right + wrong
@@ -104,9 +82,8 @@ def my_quality() -> dict[str, Any]:
         .order_by(WorkerJobQuality.job_id)
     ).all()
     removed = accuracy.removed_job_ids(worker.id)
-    revealed = _revealed_gold(worker.id)
+    revealed = accuracy.revealed_gold(worker.id)
     jobs = []
-    per_skill: dict[str, list[int]] = {}
     for row, job in rows:
         right, wrong, gold_answers = _as_worker_sees(row, revealed)
         jobs.append(
@@ -122,19 +99,14 @@ def my_quality() -> dict[str, Any]:
                 "removed": job.id in removed,
             }
         )
-        for requirement in (job.requirements or {}).get("skills", []):
-            totals = per_skill.setdefault(requirement["skill"], [0, 0, 0])
-            totals[0] += right
-            totals[1] += wrong
-            totals[2] += 1
     skills = [
         {
             "skill": slug,
-            "jobs": count,
-            "accuracy": round(consensus.estimated_accuracy(right, wrong), 4),
-            "interval": [round(v, 4) for v in consensus.accuracy_interval(right, wrong)],
-            "judgments_measured": right + wrong,
+            "jobs": t["jobs"],
+            "accuracy": round(t["accuracy"], 4),
+            "interval": [round(v, 4) for v in t["interval"]],
+            "judgments_measured": t["right"] + t["wrong"],
         }
-        for slug, (right, wrong, count) in sorted(per_skill.items())
+        for slug, t in sorted(accuracy.skill_totals(worker.id).items())
     ]
     return {"jobs": jobs, "skills": skills}

@@ -435,10 +435,14 @@ def test_measured_accuracy_sets_the_skill_level(api, app, db_session, gold_first
     )
     for _ in range(10):
         _judge(api, worker, job["id"], "cat")
+    # not at once: a level that moved when a task was submitted would tell it was gold
+    levels = api.get("/api/v1/workers/me/skills", worker.token).get_json()["items"]
+    assert [(s["level"], s["source"]) for s in levels] == [(50, "admin")]
+    manual_clock.advance(gold.GOLD_REVEAL_SECONDS + 1)
+    worker.token = api.login(worker.email)["access_token"]
+    _judge(api, worker, job["id"], "cat")  # the real task: any judgment measures again
     levels = api.get("/api/v1/workers/me/skills", worker.token).get_json()["items"]
     assert [(s["level"], s["source"]) for s in levels] == [(90, "performance")]  # 13.5 / 15
-    manual_clock.advance(gold.GOLD_REVEAL_SECONDS + 1)  # the worker's view lags gold
-    worker.token = api.login(worker.email)["access_token"]
     mine = api.get("/api/v1/workers/me/quality", worker.token).get_json()
     assert mine["skills"] == [
         {
