@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, request
 from sqlalchemy import exists, or_, select, update
 
-from billing.models import LedgerAccount, OwnerType, Purpose
 from credentials import eligibility
-from jobs import answers, events, money, signals
+from jobs import accuracy, agreement, answers, completion, escalation, money, signals
 from jobs.fraud_risk import restricted_gold_rate
+from jobs.gold import gold_probability, visible_status_filter
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
-from jobs.services import complete_job_if_done
 from marketplace import clock
 from marketplace.database import db
 from marketplace.errors import (
@@ -84,6 +82,8 @@ def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) ->
                 "You do not meet this job's requirements.",
                 reasons=[r.__dict__ for r in verdict.reasons],
             )
+        if removed := accuracy.removal_reason(worker.id, job.id):
+            raise NotEligible("You were removed from this job.", reasons=[removed])
         return [job]
     jobs = db.session.scalars(
         select(Job)
@@ -91,13 +91,15 @@ def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) ->
         .order_by(Job.priority.desc(), Job.id)
         .limit(MAX_JOBS_CONSIDERED * 4)
     )
-    eligible = [job for job in jobs if _eligibility(worker, job).eligible]
+    removed = accuracy.removed_job_ids(worker.id)
+    eligible = [job for job in jobs if job.id not in removed and _eligibility(worker, job).eligible]
     return eligible[:MAX_JOBS_CONSIDERED]
 
 
 def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
     """Take one slot on the next task of `job` this worker has never had, atomically."""
     never_had = ~exists().where(Assignment.task_id == Task.id, Assignment.worker_id == worker.id)
+    tier = escalation.lease_filter(job, worker)  # escalated tasks: qualified workers only
     for _ in range(3):
         task_id = db.session.scalar(
             select(Task.id)
@@ -107,6 +109,7 @@ def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
                 Task.is_gold.is_(gold),
                 Task.live_count + Task.submitted_count < Task.redundancy_target,
                 never_had,
+                tier,
             )
             .order_by(Task.priority.desc(), Task.id)
             .limit(1)
@@ -145,11 +148,9 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
             db.session.commit()
         if not money.can_afford_a_judgment(job, worker.id):
             continue  # leasing for this job stops until it is funded again
-        order = (
-            [True, False]
-            if random.random() < max(job.gold_rate, restricted_gold_rate(worker) or 0.0)
-            else [False, True]
-        )
+        # Restricted workers (fraud review) get gold-heavy work.
+        share = max(gold_probability(job, worker), restricted_gold_rate(worker) or 0.0)
+        order = [True, False] if random.random() < share else [False, True]
         for gold in order:
             # A savepoint per attempt: if the hold is refused (a concurrent lease took the
             # last of the budget), the claimed slot is given back with it.
@@ -191,24 +192,8 @@ def _mine(assignment_id: int) -> tuple[Assignment, WorkerProfile]:
     return assignment, worker
 
 
-def _lock_job_money(job_id: int) -> None:
-    """Lock the job's escrow account before settling judgments.
-
-    Settling locks the job's holds account, then each worker's accounts, creating them on
-    first use: two settlements creating each other's accounts deadlocked (500s). Leases
-    take this lock before holds already, so the job's money moves now queue on one row. It
-    also serialises completions, so the last two tasks of a job cannot finish side by side,
-    each seeing the other still open, and leave the job active. (Not the job's row: cancels
-    lock it before assignments and tasks, the reverse of this loop's order.)"""
-    db.session.execute(
-        select(LedgerAccount.id)
-        .where(
-            LedgerAccount.owner_type == OwnerType.JOB,
-            LedgerAccount.owner_id == job_id,
-            LedgerAccount.purpose == Purpose.ESCROW,
-        )
-        .with_for_update()
-    )
+# Kept under its old name: the escrow lock that orders every money move of a job.
+_lock_job_money = completion.lock_job_money
 
 
 def _close_lease(assignment: Assignment, status: AssignmentStatus, reason: str | None) -> None:
@@ -242,6 +227,8 @@ def _check_still_eligible(assignment: Assignment, worker: WorkerProfile, job: Jo
         problems.append({"code": f"worker_{worker.status.value}", "detail": worker.status.value})
     else:
         problems = [r.__dict__ for r in _eligibility(worker, job).reasons]
+        if removed := accuracy.removal_reason(worker.id, job.id):
+            problems.append(removed)
     if problems:
         _end_lease(assignment, AssignmentStatus.RELEASED, "lost eligibility")
         db.session.commit()
@@ -322,10 +309,14 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
     task.live_count = max(0, task.live_count - 1)
     task.submitted_count += 1
     if task.is_gold:
-        assignment.gold_correct = answers.canonical(answer) == answers.canonical(task.gold_answer)
+        assignment.gold_correct = agreement.agree(
+            job.answer_spec["type"], answer, task.gold_answer, job.agreement_threshold
+        )
         assignment.status = (
             AssignmentStatus.ACCEPTED if assignment.gold_correct else AssignmentStatus.REJECTED
         )
+        # Shown to the worker as "submitted" for a while (jobs.gold): gold stays invisible.
+        accuracy.record_gold(job, worker, assignment.gold_correct, task.gold_answer, answer)
         _lock_job_money(job.id)
         if assignment.gold_correct:
             money.settle_judgment(assignment)
@@ -333,40 +324,11 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             money.release_hold(assignment)  # a wrong gold answer earns nothing
     db.session.flush()
     signals.judgment_submitted.send(assignment, job=job, task=task)
-    if (
-        not task.is_gold
-        and task.status == TaskStatus.OPEN
-        and task.submitted_count >= task.redundancy_target
-    ):
-        _complete_task(job, task)
+    if not task.is_gold:
+        completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
+    accuracy.feed_skill_levels(job, worker)
     db.session.commit()
     return assignment
-
-
-def _complete_task(job: Job, task: Task) -> None:
-    """Fixed-redundancy consensus: the most common answer wins (the quality engine will
-    replace this with an adaptive, accuracy-weighted posterior)."""
-    judged = list(
-        db.session.scalars(
-            select(Assignment)
-            .where(Assignment.task_id == task.id, Assignment.status == AssignmentStatus.SUBMITTED)
-            .order_by(Assignment.submitted_at, Assignment.id)
-        )
-    )
-    votes = Counter(answers.canonical(a.answer) for a in judged)
-    winner, count = votes.most_common(1)[0]
-    first = next(a for a in judged if answers.canonical(a.answer) == winner)
-    task.final_answer = first.answer
-    task.confidence = round(count / len(judged), 4)
-    task.method = "majority"
-    task.status = TaskStatus.COMPLETED
-    task.completed_at = clock.now()
-    _lock_job_money(job.id)
-    for assignment in judged:
-        assignment.status = AssignmentStatus.ACCEPTED
-        money.settle_judgment(assignment)
-    events.task_completed(job, task)
-    complete_job_if_done(job)
 
 
 def expire_due_leases(job_id: int | None = None, limit: int = EXPIRE_BATCH) -> int:
@@ -414,7 +376,7 @@ def my_assignments(args: dict[str, Any]) -> dict[str, Any]:
     worker = my_worker_profile()
     query = select(Assignment).where(Assignment.worker_id == worker.id)
     if status := args.get("status"):
-        query = query.where(Assignment.status == status)
+        query = query.where(visible_status_filter(status))
     if job_id := args.get("job_id"):
         query = query.where(Assignment.job_id == job_id)
     return paginate(query, Assignment.id, args)

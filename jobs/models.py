@@ -66,6 +66,11 @@ class Job(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # job.budget_low fires once per funding cycle; a new funding clears it.
     budget_low_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # redundancy.escalation: {"extra": n, "skill": slug, "min_skill_level": l} or
+    # {"extra": n, "credential": slug} (see jobs.escalation); None: straight to review.
+    escalation: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # redundancy.agreement_threshold: IoU / overlap / tolerance for non-categorical answers.
+    agreement_threshold: Mapped[float | None] = mapped_column(Float)
 
 
 class TaskStatus(enum.StrEnum):
@@ -114,6 +119,10 @@ class Task(db.Model):
     method: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # 0: anyone eligible may lease it; 1: escalated, only workers meeting job.escalation.
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Why the task went to review (sampled, low_confidence, escalated, ambiguous), if it did.
+    review_reason: Mapped[str | None] = mapped_column(String(40))
 
 
 class AssignmentStatus(enum.StrEnum):
@@ -207,3 +216,68 @@ class WebhookDelivery(db.Model):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkerJobQuality(db.Model):
+    """A worker's measured quality in one job: gold results and agreement with final labels.
+
+    `confusion` is {true_label: {given_label: n}} (single_choice jobs), from gold answers and
+    closed tasks alike. Rows are locked after the task row (submit's lock order)."""
+
+    __tablename__ = "worker_job_quality"
+    __table_args__ = (
+        UniqueConstraint("worker_id", "job_id"),
+        Index("ix_worker_job_quality_job", "job_id", "worker_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker_profiles.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    gold_correct: Mapped[int] = mapped_column(Integer, default=0)
+    gold_wrong: Mapped[int] = mapped_column(Integer, default=0)
+    agreed: Mapped[int] = mapped_column(Integer, default=0)
+    disagreed: Mapped[int] = mapped_column(Integer, default=0)
+    confusion: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobRemoval(db.Model):
+    """A worker taken off one job because their measured accuracy fell below its floor."""
+
+    __tablename__ = "job_removals"
+    __table_args__ = (UniqueConstraint("worker_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("worker_profiles.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    accuracy: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReviewStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    CORRECTED = "corrected"
+    SENT_BACK = "sent_back"
+
+
+class ReviewItem(db.Model):
+    """A closed (or escalated) task waiting for, or decided by, a reviewer of the job."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_job_status", "job_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    status: Mapped[ReviewStatus] = mapped_column(
+        enum_column(ReviewStatus, "review_status", 12), default=ReviewStatus.PENDING
+    )
+    answer: Mapped[Any] = mapped_column(JSONType, nullable=True)  # the corrected answer
+    decided_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

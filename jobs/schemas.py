@@ -10,6 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates, va
 
 from credentials.schemas import RequirementsSchema
 from jobs import answers
+from jobs.gold import visible_status
 from jobs.models import AssignmentStatus, JobStatus, TaskStatus
 from marketplace.pagination import PageArgsSchema
 
@@ -22,15 +23,49 @@ class MoneySchema(Schema):
     currency = fields.String(load_default="USD", validate=validate.OneOf(CURRENCIES))
 
 
+class EscalationSchema(Schema):
+    """More judgments from better qualified workers before review: a skill at a minimum
+    level, or a credential (clearance slug)."""
+
+    extra = fields.Integer(load_default=2, strict=True, validate=validate.Range(min=1, max=10))
+    skill = fields.String(validate=validate.Length(min=1, max=80))
+    min_skill_level = fields.Integer(strict=True, validate=validate.Range(min=0, max=100))
+    credential = fields.String(validate=validate.Length(min=1, max=80))
+
+    @validates_schema
+    def _one_requirement(self, data, **_kwargs):
+        if "credential" in data:
+            if "skill" in data or "min_skill_level" in data:
+                raise ValidationError("Give either credential or skill, not both.", "credential")
+        elif "skill" not in data or "min_skill_level" not in data:
+            raise ValidationError("Give skill with min_skill_level, or credential.", "skill")
+
+
 class RedundancySchema(Schema):
     min = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=50))
     max = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=100))
     target_confidence = fields.Float(required=True, validate=validate.Range(min=0.5, max=0.9999))
+    escalation = fields.Nested(EscalationSchema, allow_none=True)
+    agreement_threshold = fields.Float(
+        allow_none=True,
+        validate=validate.Range(min=0, max=1_000_000),
+        metadata={
+            "description": "IoU / span overlap (0..1) or numeric tolerance at which two "
+            "non-categorical answers agree (default 0.5)"
+        },
+    )
 
     @validates_schema
     def _ordered(self, data, **_kwargs):
         if data.get("min", 0) > data.get("max", 0):
             raise ValidationError("min must not exceed max.", "min")
+
+
+class JobRequirementsSchema(RequirementsSchema):
+    min_accuracy = fields.Float(
+        validate=validate.Range(min=0, max=1),
+        metadata={"description": "workers measured below it (after 4 gold answers) are removed"},
+    )
 
 
 class AnswerSpecField(fields.Dict):
@@ -48,7 +83,7 @@ class JobCreateSchema(Schema):
     price_per_judgment = fields.Nested(MoneySchema, required=True)
     redundancy = fields.Nested(RedundancySchema, required=True)
     gold_rate = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=0.9))
-    requirements = fields.Nested(RequirementsSchema, load_default=dict)
+    requirements = fields.Nested(JobRequirementsSchema, load_default=dict)
     review_rate = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=1))
     deadline = fields.AwareDateTime(format="iso", allow_none=True)
     priority = fields.Integer(
@@ -69,7 +104,7 @@ class JobUpdateSchema(Schema):
     price_per_judgment = fields.Nested(MoneySchema)
     redundancy = fields.Nested(RedundancySchema)
     gold_rate = fields.Float(validate=validate.Range(min=0, max=0.9))
-    requirements = fields.Nested(RequirementsSchema)
+    requirements = fields.Nested(JobRequirementsSchema)
     review_rate = fields.Float(validate=validate.Range(min=0, max=1))
     deadline = fields.AwareDateTime(format="iso", allow_none=True)
     priority = fields.Integer(strict=True, validate=validate.Range(min=-100, max=100))
@@ -103,6 +138,8 @@ class JobSchema(Schema):
             "min": job.redundancy_min,
             "max": job.redundancy_max,
             "target_confidence": job.target_confidence,
+            "escalation": job.escalation,
+            "agreement_threshold": job.agreement_threshold,
         }
 
 
@@ -146,7 +183,7 @@ class WorkerJobSchema(Schema):
 
 class AssignmentSchema(Schema):
     id = fields.Integer()
-    status = fields.Enum(AssignmentStatus, by_value=True)
+    status = fields.Function(visible_status, metadata={"enum": [s.value for s in AssignmentStatus]})
     leased_at = fields.DateTime(format="iso")
     lease_expires_at = fields.DateTime(format="iso")
     submitted_at = fields.DateTime(format="iso", allow_none=True)
@@ -162,7 +199,7 @@ class AssignmentSummarySchema(Schema):
     id = fields.Integer()
     task_id = fields.Integer()
     job_id = fields.Integer()
-    status = fields.Enum(AssignmentStatus, by_value=True)
+    status = fields.Function(visible_status, metadata={"enum": [s.value for s in AssignmentStatus]})
     leased_at = fields.DateTime(format="iso")
     lease_expires_at = fields.DateTime(format="iso")
     submitted_at = fields.DateTime(format="iso", allow_none=True)

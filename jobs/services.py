@@ -88,6 +88,8 @@ def _apply(job: Job, data: dict[str, Any]) -> None:
         job.redundancy_min = data["redundancy"]["min"]
         job.redundancy_max = data["redundancy"]["max"]
         job.target_confidence = data["redundancy"]["target_confidence"]
+        job.escalation = data["redundancy"].get("escalation")
+        job.agreement_threshold = data["redundancy"].get("agreement_threshold")
 
 
 def _check_crowds(requirements: dict[str, Any], organization_id: int) -> None:

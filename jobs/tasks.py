@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs import leasing, webhooks
+from jobs import completion, leasing, webhooks
 from marketplace.background import register_periodic
 
 
@@ -19,6 +19,11 @@ def deliver_webhook(delivery_id: int) -> str | None:
 def deliver_due_webhooks() -> int:
     """Send what is due: retries after their backoff, and task batches whose window ended."""
     return webhooks.deliver_due()
+
+
+def reject_pending_of_removed(worker_id: int, job_id: int) -> int:
+    """A worker fell below a job's accuracy floor: reject their undecided judgments there."""
+    return completion.reject_pending_of_removed(worker_id, job_id)
 
 
 register_periodic("jobs.tasks.expire_leases", 60)

@@ -148,8 +148,12 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(task_api)
 
     from jobs.fraud_routes import fraud_blp
+    from jobs.quality_routes import quality_blp
+    from jobs.review_routes import review_blp
 
     api.register_blueprint(fraud_blp)
+    api.register_blueprint(quality_blp)
+    api.register_blueprint(review_blp)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(health_bp)
 

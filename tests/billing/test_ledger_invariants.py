@@ -836,7 +836,9 @@ def test_a_rejected_gold_judgment_gives_its_hold_back(api, app, db_session):
         select(Assignment.id).where(Assignment.id.in_(leased), Assignment.is_gold.is_(True))
     )
     response = api.post(f"/api/v1/assignments/{gold}/submit", worker.token, json={"answer": "dog"})
-    assert response.get_json()["status"] == "rejected"
+    # The worker is shown "submitted" (gold stays invisible); it is stored as rejected.
+    assert response.get_json()["status"] == "submitted"
+    assert db_session.get(Assignment, gold).status.value == "rejected"
     assert db_session.get(Hold, gold).status == HoldStatus.RELEASED
     spend = api.get(f"/api/v1/jobs/{job['id']}/spend", client.token).get_json()
     assert (spend["held"]["amount"], spend["free"]["amount"]) == (6, 594)

@@ -213,7 +213,10 @@ class Monitor:
     """Runs VIOLATIONS over and over on a connection of its own while the workers run."""
 
     def __init__(self, job_id: int):
-        self.engine = create_engine(database_url(), isolation_level="AUTOCOMMIT")
+        # On SQLite it queues for the write lock with the crowd (whose timeout is 120 s): the
+        # default 5 s starved it on a loaded machine ("database is locked").
+        waits = {} if ON_POSTGRES else {"connect_args": {"timeout": 120}}
+        self.engine = create_engine(database_url(), isolation_level="AUTOCOMMIT", **waits)
         self.job_id = job_id
         self.samples = 0
         self.max_live = 0

@@ -12,7 +12,13 @@ def test_client_posts_a_draft_job(api):
     job = create_job(api, client)
     assert job["status"] == "draft"
     assert job["price_per_judgment"] == {"amount": 5, "currency": "USD"}
-    assert job["redundancy"] == {"min": 3, "max": 5, "target_confidence": 0.9}
+    assert job["redundancy"] == {
+        "min": 3,
+        "max": 5,
+        "target_confidence": 0.9,
+        "escalation": None,
+        "agreement_threshold": None,
+    }
     assert job["organization_id"] == client.organization["id"]
     assert api.get(f"/api/v1/jobs/{job['id']}", client.token).get_json() == job
 

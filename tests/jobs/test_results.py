@@ -92,8 +92,8 @@ def test_progress_counts_eta_and_throughput(api, app, manual_clock):
     assert progress["eta"]["seconds"] == 3 * 3600
     assert progress["as_of"] == manual_clock.now().isoformat()
 
-    # The third judgment completes task 1: three accepted judgments at 5 cents each.
-    api.post(f"/api/v1/assignments/{live['id']}/submit", workers[2].token, json={"answer": "dog"})
+    # The third (agreeing) judgment completes task 1: three accepted judgments at 5 cents each.
+    api.post(f"/api/v1/assignments/{live['id']}/submit", workers[2].token, json={"answer": "cat"})
     progress = _progress(api, client, job["id"])
     assert progress["tasks"]["real"] == {"open": 3, "completed": 1, "cancelled": 0, "total": 4}
     assert progress["judgments"]["accepted"] == 3
@@ -164,7 +164,10 @@ def test_other_tenants_and_workers_cannot_read_progress_or_results(api, app):
 def judged(api, app, manual_clock):
     """A job of three real tasks and a gold one: one task completed by three workers, one
     with a single judgment, one untouched."""
-    admin, client, job = _setup(api, app, tasks=3, gold=1)
+    # At most three judgments: the split task closes at the maximum (posterior 0.7).
+    admin, client, job = _setup(
+        api, app, tasks=3, gold=1, redundancy={"min": 3, "max": 3, "target_confidence": 0.9}
+    )
     workers = [active_worker(api, admin) for _ in range(3)]
     for worker, answer in zip(workers, ("cat", "cat", "dog"), strict=True):
         _judge(api, worker, job["id"], answer, active_seconds=3.5)
@@ -196,9 +199,9 @@ def test_ndjson_export_has_one_line_per_real_task(api, judged, db_session):
         "is_gold": False,
         "status": "completed",
         "answer": "cat",
-        "confidence": 0.6667,
+        "confidence": 0.7,
         "judgments": 3,
-        "method": "majority",
+        "method": "posterior",
         "completed_at": task.completed_at.isoformat(),
     }
     assert (second["status"], second["answer"], second["judgments"]) == ("open", None, 1)

@@ -18,7 +18,10 @@ def _setup(api, app, **job):
 
 
 def test_lease_submit_complete(api, app, db_session):
-    admin, client, job = _setup(api, app, tasks=1)
+    # At most three judgments: a 2-1 split closes at the maximum with posterior 0.7.
+    admin, client, job = _setup(
+        api, app, tasks=1, redundancy={"min": 3, "max": 3, "target_confidence": 0.9}
+    )
     workers = [active_worker(api, admin) for _ in range(4)]
     answers = ["cat", "cat", "dog"]
     for worker, answer in zip(workers, answers, strict=False):
@@ -37,7 +40,7 @@ def test_lease_submit_complete(api, app, db_session):
     # the task has its three judgments; the fourth worker gets nothing
     assert lease(api, workers[3], job["id"]).status_code == 204
     task = db_session.scalar(select(Task))
-    assert (task.status.value, task.final_answer, task.confidence) == ("completed", "cat", 0.6667)
+    assert (task.status.value, task.final_answer, task.confidence) == ("completed", "cat", 0.7)
     statuses = db_session.scalars(select(Assignment.status)).all()
     assert {s.value for s in statuses} == {"accepted"}
     assert api.get(f"/api/v1/jobs/{job['id']}", client.token).get_json()["status"] == "completed"

@@ -476,7 +476,7 @@ def test_task_batches_cover_every_task_exactly_once(api, app, receiver, db_sessi
     assert len({e["id"] for e in events}) == 4
     line = events[0]["data"]["tasks"][0]
     assert line["status"] == "completed" and line["answer"] == "cat"
-    assert line["confidence"] == 1.0 and line["judgments"] == 1 and line["method"] == "majority"
+    assert line["confidence"] == 0.7 and line["judgments"] == 1 and line["method"] == "posterior"
 
     assert _run_periodic(app) == 0
     log = _log(api, client, hook, "?limit=3")
