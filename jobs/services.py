@@ -285,7 +285,7 @@ def complete_job_if_done(job: Job) -> bool:
     job.completed_at = clock.now()
     audit.record("job.completed", "job", job.id, organization_id=job.organization_id)
     events.job_completed(job)
-    background.enqueue("jobs.batch.aggregate_completed_job", job.id)  # refine labels by DS
+    background.enqueue("jobs.tasks.job_completed", job.id)  # flags, batch labels
     return True
 
 

@@ -143,12 +143,14 @@ def register_blueprints(app: Flask) -> None:
     from jobs.results_routes import results_blp
     from jobs.routes import blp as jobs_blp
     from jobs.routes import task_api
+    from jobs.throughput_routes import throughput_blp
 
     api.register_blueprint(jobs_blp)
     api.register_blueprint(imports_blp)
     api.register_blueprint(results_blp)
     api.register_blueprint(task_api)
     api.register_blueprint(batch_blp)
+    api.register_blueprint(throughput_blp)
     app.register_blueprint(oauth_bp)
     app.register_blueprint(health_bp)
 
