@@ -162,3 +162,6 @@ def reconcile(skip_processor: bool, as_json: bool) -> None:
 def register(app: Flask) -> None:
     app.cli.add_command(crowdline_cli)
     app.cli.add_command(rq_cli)
+    from jobs.simulate.cli import crowd_cli  # the composition root may name jobs
+
+    app.cli.add_command(crowd_cli)
