@@ -209,3 +209,21 @@ def test_bad_requests_get_problems(api, app, db_session):
     assert_problem(api.get(f"/api/v1/jobs/{job['id']}/aggregations/999", client.token), 404)
     assert_problem(api.post("/api/v1/jobs/999999/aggregations", client.token), 404)
     assert_problem(api.post(f"/api/v1/jobs/{job['id']}/aggregations"), 401)
+
+
+def test_multi_choice_answers_are_classes_by_set(api, app, db_session):
+    admin = api.admin(app)
+    client = api.signup("client")
+    spec = {"type": "multi_choice", "labels": ["red", "green", "blue"]}
+    job = _job(api, app, client, 4, 0, answer_spec=spec, gold_rate=0.0)
+    workers = [active_worker(api, admin) for _ in range(3)]
+    # two workers agree on {red, green} (in either order); the third says {blue}
+    answers = [["red", "green"], ["green", "red"], ["blue"]]
+    for worker, answer in zip(workers, answers, strict=True):
+        assert _work(api, worker, job["id"], lambda payload, a=answer: a) == 4
+    run = api.post(f"/api/v1/jobs/{job['id']}/aggregations", client.token).get_json()
+    run = api.get(f"/api/v1/jobs/{job['id']}/aggregations/{run['id']}", client.token).get_json()
+    assert (run["status"], run["labels"], run["labels_written"]) == ("succeeded", 2, 4)
+    for line in _export(api, client, job["id"]).values():
+        assert sorted(line["answer"]) == ["green", "red"]
+        assert line["method"] == "dawid_skene"
