@@ -14,7 +14,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.simulate.crowd import SimWorker, build_crowd
@@ -51,6 +51,7 @@ class JobRun:
     truth: dict[str, int]  # external_id → label index
     labels: list[str]
     judgments: int = 0
+    per_worker: dict[int, int] = field(default_factory=dict)  # crowd index → judgments
     sim_seconds: float = 0.0
     completed: bool = False
 
@@ -246,6 +247,7 @@ class Simulation:
                 if reply.status == 200:
                     worker.judgments += 1
                     run.judgments += 1
+                    run.per_worker[index] = run.per_worker.get(index, 0) + 1
                     submits += 1
                     if submits % 500 == 0:
                         self._report_progress(run)
@@ -331,7 +333,7 @@ class Simulation:
 
     def run_all(self) -> dict[str, Any]:
         """Sign up the crowd, run the adaptive job (and fixed-redundancy ones), report."""
-        from jobs.simulate.report import build_report
+        from jobs.simulate.report import build_report, fixed_summary
 
         options = self.options
         self.sign_up_crowd()
@@ -341,9 +343,9 @@ class Simulation:
         self.last_truth = main.truth
         self.run_job(main)
         ds_run = self.aggregation(main.job_id)
-        main_lines = self.export(main.job_id)
-        fixed = []
+        # read balances and statuses now, before the comparison jobs add to them
+        report = build_report(self, main, self.export(main.job_id), ds_run)
         for k in options.compare_fixed:
             run = self.run_job(self.post_job(f"fixed-{k}", k, k, 0.5))
-            fixed.append((run, self.export(run.job_id, detail=True)))
-        return build_report(self, main, main_lines, ds_run, fixed)
+            report["fixed"].append(fixed_summary(run, self.export(run.job_id, detail=True)))
+        return report

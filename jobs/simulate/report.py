@@ -60,7 +60,8 @@ def _caught(sim, worker) -> bool:
     return any(bool(body.get(key)) for key in FLAG_KEYS)
 
 
-def build_report(sim, main, lines, ds_run, fixed) -> dict[str, Any]:
+def build_report(sim, main, lines, ds_run) -> dict[str, Any]:
+    """The main job's figures, read right after it (comparison jobs are added later)."""
     labels, truth = main.labels, main.truth
     real = real_lines(lines)
     completed = [line for line in real if line["status"] == "completed"]
@@ -93,7 +94,7 @@ def build_report(sim, main, lines, ds_run, fixed) -> dict[str, Any]:
     for w in sim.crowd:
         row = by_kind[w.kind]
         row["workers"] += 1
-        row["judgments"] += w.judgments
+        row["judgments"] += main.per_worker.get(w.index, 0)
         row["caught"] += int(caught[w.index])
         row["earned"] += earned[w.index]
     after = [w.caught_after if w.caught_after is not None else w.judgments for w in caught_fraud]
@@ -141,23 +142,26 @@ def build_report(sim, main, lines, ds_run, fixed) -> dict[str, Any]:
         "by_kind": dict(sorted(by_kind.items())),
         "fixed": [],
     }
-    for run, fixed_lines in fixed:
-        fixed_real = [line for line in real_lines(fixed_lines) if line["status"] == "completed"]
-        report["fixed"].append(
-            {
-                "name": run.name,
-                "job_id": run.job_id,
-                "tasks_completed": len(fixed_real),
-                "judgments_per_task": round(
-                    sum(line["judgments"] for line in fixed_real) / len(fixed_real), 3
-                )
-                if fixed_real
-                else None,
-                "accuracy_online": label_accuracy(fixed_lines, run.truth, labels),
-                "accuracy_majority": _accuracy(_majority(fixed_lines, labels), run.truth, labels),
-            }
-        )
     return report
+
+
+def fixed_summary(run, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """A fixed-redundancy job: the export's labels (after the batch pass when one ran) and
+    the plain majority of the judgments, against the truth."""
+    completed = [line for line in real_lines(lines) if line["status"] == "completed"]
+    return {
+        "name": run.name,
+        "job_id": run.job_id,
+        "tasks_completed": len(completed),
+        "judgments_per_task": round(
+            sum(line["judgments"] for line in completed) / len(completed), 3
+        )
+        if completed
+        else None,
+        "methods": dict(Counter(line["method"] for line in completed)),
+        "accuracy_export": label_accuracy(lines, run.truth, run.labels),
+        "accuracy_majority": _accuracy(_majority(lines, run.labels), run.truth, run.labels),
+    }
 
 
 def _pct(value: Any) -> str:
@@ -199,8 +203,8 @@ def format_report(report: dict[str, Any]) -> str:
     for row in report["fixed"]:
         lines.append(
             f"  {row['name']}: {row['tasks_completed']} tasks, {row['judgments_per_task']} "
-            f"judgments/task, accuracy online {_pct(row['accuracy_online'])}, "
-            f"majority {_pct(row['accuracy_majority'])}"
+            f"judgments/task, accuracy: plain majority {_pct(row['accuracy_majority'])}, "
+            f"exported labels {_pct(row['accuracy_export'])} ({row['methods']})"
         )
     lines.append("=" * 72)
     return "\n".join(lines)
