@@ -227,3 +227,22 @@ def test_multi_choice_answers_are_classes_by_set(api, app, db_session):
     for line in _export(api, client, job["id"]).values():
         assert sorted(line["answer"]) == ["green", "red"]
         assert line["method"] == "dawid_skene"
+
+
+def test_a_failing_pass_is_recorded_not_raised(api, app, db_session, monkeypatch):
+    client, job = _run_job_with_a_wrong_majority(api, app)
+    before = _export(api, client, job["id"])
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("EM diverged")
+
+    monkeypatch.setattr("jobs.batch.dawid_skene", broken)
+    response = api.post(f"/api/v1/jobs/{job['id']}/aggregations", client.token)
+    assert response.status_code == 202
+    run = api.get(
+        f"/api/v1/jobs/{job['id']}/aggregations/{response.get_json()['id']}", client.token
+    ).get_json()
+    assert run["status"] == "failed"
+    assert run["error"] == "FloatingPointError: EM diverged"
+    assert run["finished_at"] is not None
+    assert _export(api, client, job["id"]) == before  # nothing half-written

@@ -162,3 +162,46 @@ def test_a_task_good_workers_take_far_longer_on_is_flagged(api, app, manual_cloc
     assert again["items"] == flags
     none = api.get(f"/api/v1/jobs/{job['id']}/flags?kind=other", client.token).get_json()
     assert none["items"] == []
+
+
+def test_slowness_of_workers_who_fail_gold_does_not_flag_a_task(api, app, manual_clock):
+    admin = api.admin(app)
+    client = api.signup("client")
+    job = active_job(
+        api,
+        app,
+        client,
+        tasks=10,
+        gold=4,  # gold answer "cat"
+        gold_rate=0.5,
+        redundancy={"min": 4, "max": 4, "target_confidence": 0.9},
+    )
+    good = [active_worker(api, admin) for _ in range(2)]
+    bad = [active_worker(api, admin) for _ in range(2)]
+    for worker in good + bad:
+        for _ in range(14):  # 4 gold + 10 real, in whatever order leasing gives them
+            leased = lease(api, worker, job["id"]).get_json()
+            index = int(leased["task"]["payload"]["image_url"].rsplit("/", 1)[1].split(".")[0])
+            # the two bad workers fail gold and dawdle on task 5; everyone else takes ~10 s
+            seconds = 100 if worker in bad and index == 5 else 10 + (index % 10) * 0.5
+            answer = "dog" if worker in bad else "cat"
+            manual_clock.advance(seconds)
+            submitted = api.post(
+                f"/api/v1/assignments/{leased['id']}/submit", worker.token, json={"answer": answer}
+            )
+            assert submitted.status_code == 200
+        client.token = api.login(client.email)["access_token"]
+    assert api.get(f"/api/v1/jobs/{job['id']}", client.token).get_json()["status"] == "completed"
+    # among all four, task 5's median is (12.5 + 100) / 2 = 56.25 s, an outlier; among the
+    # two workers who pass gold it is 12.5 s, in line with the rest: nothing is flagged
+    assert api.get(f"/api/v1/jobs/{job['id']}/flags", client.token).get_json()["items"] == []
+    from jobs.models import Assignment
+    from jobs.throughput import _load, slow_tasks
+    from marketplace.database import db
+
+    with app.app_context():
+        rows = _load(Assignment.job_id == job["id"])
+        assert slow_tasks(rows) == ({}, "good_workers")
+        slow, basis = slow_tasks(rows.subset(~rows.gold))  # without gold: all workers count
+        assert basis == "all_workers" and [e["median_seconds"] for e in slow.values()] == [56.25]
+        db.session.rollback()
