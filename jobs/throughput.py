@@ -185,7 +185,11 @@ def job_throughput(job_id: int, args: dict[str, Any]) -> dict[str, Any]:
         select(WorkerProfile).where(
             WorkerProfile.id.in_(
                 select(Assignment.worker_id)
-                .where(Assignment.job_id == job.id, Assignment.submitted_at.is_not(None))
+                .where(
+                    Assignment.job_id == job.id,
+                    Assignment.submitted_at.is_not(None),
+                    Assignment.status.in_(COUNTED),
+                )
                 .distinct()
             )
         ),
