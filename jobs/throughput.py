@@ -127,8 +127,11 @@ def _load(*criteria: Any) -> _Rows:
 def summary(rows: _Rows) -> dict[str, Any]:
     """Judgments, active time, judgments per active hour, time-on-task spread, gold."""
     active = 0.0
-    for worker in np.unique(rows.worker):
-        mine = rows.worker == worker
+    # one sort, then each worker's judgments are a slice (no mask per worker)
+    order = np.argsort(rows.worker, kind="stable")
+    _, starts = np.unique(rows.worker[order], return_index=True)
+    for start, end in zip(starts, [*starts[1:], len(rows)][: len(starts)], strict=True):
+        mine = order[start:end]
         active += active_seconds(rows.leased[mine], rows.submitted[mine])
     gold_judged = int(rows.gold.sum())
     gold_right = int((rows.gold & rows.correct).sum())
@@ -243,6 +246,16 @@ def list_flags(job_id: int, args: dict[str, Any]) -> dict[str, Any]:
 # --- slow tasks ---------------------------------------------------------------------------
 
 
+def group_medians(keys: np.ndarray, values: np.ndarray):
+    """Each key's median value, vectorised: sort by (key, value), pick the middle of each run."""
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    groups, starts, counts = np.unique(keys, return_index=True, return_counts=True)
+    low = values[starts + (counts - 1) // 2]
+    high = values[starts + counts // 2]
+    return groups, (low + high) / 2, counts
+
+
 def slow_tasks(rows: _Rows) -> tuple[dict[int, dict[str, Any]], str]:
     """Tasks whose median time on task is an outlier, with the evidence, and the baseline."""
     gold_seen: dict[int, int] = defaultdict(int)
@@ -256,8 +269,7 @@ def slow_tasks(rows: _Rows) -> tuple[dict[int, dict[str, Any]], str]:
     basis = "good_workers" if good else "all_workers"
     if good:
         real = real.subset(np.isin(real.worker, good))
-    tasks, inverse, counts = np.unique(real.task, return_inverse=True, return_counts=True)
-    medians = np.array([np.median(real.server[inverse == i]) for i in range(tasks.size)])
+    tasks, medians, counts = group_medians(real.task, real.server)
     enough = counts >= MIN_TASK_JUDGMENTS
     if enough.sum() < MIN_TASKS_FOR_FLAGS:
         return {}, basis
