@@ -14,7 +14,7 @@ from billing import services as billing
 from jobs import events, money
 from jobs.access import get_job, get_job_for_update
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
-from marketplace import audit, clock
+from marketplace import audit, background, clock
 from marketplace.accounts.models import Organization, OrgKind, Role
 from marketplace.auth import principal
 from marketplace.database import db
@@ -287,6 +287,7 @@ def complete_job_if_done(job: Job) -> bool:
     job.completed_at = clock.now()
     audit.record("job.completed", "job", job.id, organization_id=job.organization_id)
     events.job_completed(job)
+    background.enqueue("jobs.tasks.job_completed", job.id)  # flags, batch labels
     return True
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs import completion, leasing, webhooks
+from jobs import batch, completion, leasing, throughput, webhooks
 from marketplace.background import register_periodic
 
 
@@ -26,6 +26,18 @@ def reject_pending_of_removed(worker_id: int, job_id: int) -> int:
     return completion.reject_pending_of_removed(worker_id, job_id)
 
 
+def job_completed(job_id: int) -> None:
+    """After a job completes: refresh its task flags, then refine its labels by DS."""
+    throughput.refresh_flags(job_id)
+    batch.aggregate_completed_job(job_id)
+
+
+def refresh_task_flags() -> int:
+    """Recompute slow-task flags of running and recently ended jobs."""
+    return throughput.refresh_flags_everywhere()
+
+
 register_periodic("jobs.tasks.expire_leases", 60)
+register_periodic("jobs.tasks.refresh_task_flags", 900)
 register_periodic("jobs.tasks.deliver_due_webhooks", 15)
 register_periodic("jobs.fraud_scan.scheduled_scan", 3600)

@@ -107,8 +107,10 @@ def _import_models() -> None:
     """Every package's models, so metadata (and Alembic) sees every table."""
     import billing.models  # noqa: F401
     import credentials.models  # noqa: F401
+    import jobs.batch_models
     import jobs.fraud_models
-    import jobs.models  # noqa: F401
+    import jobs.models
+    import jobs.throughput_models  # noqa: F401
     import marketplace.accounts.models
     import marketplace.models
     import marketplace.oauth.models  # noqa: F401
@@ -137,15 +139,19 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(credentials_blp)
     api.register_blueprint(payouts_blp)
 
+    from jobs.batch_routes import batch_blp
     from jobs.import_routes import imports_blp
     from jobs.results_routes import results_blp
     from jobs.routes import blp as jobs_blp
     from jobs.routes import task_api
+    from jobs.throughput_routes import throughput_blp
 
     api.register_blueprint(jobs_blp)
     api.register_blueprint(imports_blp)
     api.register_blueprint(results_blp)
     api.register_blueprint(task_api)
+    api.register_blueprint(batch_blp)
+    api.register_blueprint(throughput_blp)
 
     from jobs.fraud_routes import fraud_blp
     from jobs.quality_routes import quality_blp

@@ -173,3 +173,6 @@ def fraud_scan(job_id: int | None) -> None:
 def register(app: Flask) -> None:
     app.cli.add_command(crowdline_cli)
     app.cli.add_command(rq_cli)
+    from jobs.simulate.cli import crowd_cli  # the composition root may name jobs
+
+    app.cli.add_command(crowd_cli)

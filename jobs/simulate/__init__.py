@@ -1,0 +1,1 @@
+"""Crowd simulator: drives a job through the public HTTP API on the sandbox clock."""
