@@ -134,7 +134,7 @@ def test_the_cli_runs_in_process_and_checks_its_options(app):
     assert report["fixed"][0]["judgments_per_task"] == 1.0
     # one judgment a task: the majority is that judgment, and so is the exported label
     assert report["fixed"][0]["accuracy_majority"] == report["fixed"][0]["accuracy_export"]
-    assert report["fixed"][0]["methods"] == {"majority": 8}
+    assert report["fixed"][0]["methods"] == {"posterior": 8}
     bad = runner.invoke(args=["crowd", "simulate", "--tasks", "8"])
     assert bad.exit_code == 2 and "exactly one of --base-url and --in-process" in bad.output
     bad = runner.invoke(args=["crowd", "simulate", "--in-process", "--compare-fixed", "x"])
