@@ -113,8 +113,13 @@ def signals_of(worker_ids: list[int]) -> dict[int, list[FraudSignal]]:
 
 
 def risk_score(signals: list[FraudSignal]) -> float:
-    """1 − ∏(1 − w) over the evidence not yet reviewed."""
-    remaining = math.prod(1.0 - s.effective_weight for s in signals)
+    """1 − ∏(1 − w) over the kinds of evidence not yet reviewed, each kind counted by its
+    strongest signal: ten partners in one collusion ring, or one worker too fast in ten
+    jobs, are one finding seen ten times, not ten independent ones."""
+    strongest: dict[str, float] = {}
+    for signal in signals:
+        strongest[signal.kind] = max(strongest.get(signal.kind, 0.0), signal.effective_weight)
+    remaining = math.prod(1.0 - weight for weight in strongest.values())
     return round(1.0 - remaining, 4)
 
 

@@ -9,6 +9,7 @@ changed is then escalated.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter, defaultdict
 from datetime import timedelta
 from typing import Any
@@ -35,7 +36,8 @@ LOW_AGREEMENT = 0.6
 MIN_SHARED = 10
 COLLUSION_EXCESS = 0.25
 COLLUSION_MIN_AGREEMENT = 0.9
-GOLD_WRONG_TOGETHER = 2
+GOLD_WRONG_TOGETHER = 3
+SIGNIFICANCE = 1e-4  # collusion needs a pattern this improbable by chance
 MAX_WORKERS_PER_TASK = 20
 MAX_GROUPS = 200
 MAX_ACCOUNTS_LISTED = 20
@@ -179,11 +181,15 @@ def _collusion(job, by_task, finals, accuracy, changes) -> None:
     shared: Counter[tuple[int, int]] = Counter()
     same: Counter[tuple[int, int]] = Counter()
     gold_wrong: Counter[tuple[int, int]] = Counter()
+    gold_failed: Counter[int] = Counter()
+    gold_seen: Counter[int] = Counter()
     for _task_id, judged in by_task.items():
-        if judged[0][2]:  # gold: only wrong answers, grouped by the wrong answer
+        if judged[0][2]:  # gold: pairs wrong together with the same wrong answer
             wrong: dict[str, list[int]] = defaultdict(list)
             for worker_id, answer, _, correct in judged:
+                gold_seen[worker_id] += 1
                 if correct is False:
+                    gold_failed[worker_id] += 1
                     wrong[answer].append(worker_id)
             for group in wrong.values():
                 for pair in itertools.combinations(sorted(group)[:MAX_WORKERS_PER_TASK], 2):
@@ -200,10 +206,28 @@ def _collusion(job, by_task, finals, accuracy, changes) -> None:
         a1, a2 = (accuracy.get(w, PRIOR_ACCURACY) for w in pair)
         expected = a1 * a2 + (1 - a1) * (1 - a2) / max(1, labels - 1)
         rate = agreed / n if n else 0.0
-        too_alike = n >= MIN_SHARED and rate >= max(
-            COLLUSION_MIN_AGREEMENT, expected + COLLUSION_EXCESS
+        # Far more alike than chance allows: a big excess over what the two accuracies
+        # explain, and improbable (binomial tail) given them.
+        too_alike = (
+            n >= MIN_SHARED
+            and rate >= max(COLLUSION_MIN_AGREEMENT, expected + COLLUSION_EXCESS)
+            and _tail(n, agreed, expected) < SIGNIFICANCE
         )
-        on_gold = gold_wrong[pair] >= GOLD_WRONG_TOGETHER
+        # Wrong together on gold with the same answer more often than their own gold
+        # failure rates allow (on a binary job every wrong answer is the same one, so two
+        # honest workers who each fail a fifth of gold share a few failures by chance).
+        # (How many gold items both judged is bounded by the fewer either judged: counting
+        # every pair on every gold item is quadratic in the crowd, and the bound only makes
+        # the test more cautious.)
+        together = gold_wrong[pair]
+        both = max(together, min(gold_seen[pair[0]], gold_seen[pair[1]]))
+        f1, f2 = (
+            (gold_failed[w] + 0.5) / (gold_seen[w] + 1.0) if gold_seen[w] else 0.5 for w in pair
+        )
+        on_gold = (
+            together >= GOLD_WRONG_TOGETHER
+            and _tail(both, together, f1 * f2 / max(1, labels - 1)) < SIGNIFICANCE
+        )
         if not (too_alike or on_gold):
             continue
         names = dict(
@@ -226,6 +250,14 @@ def _collusion(job, by_task, finals, accuracy, changes) -> None:
                 },
                 job.id,
             )
+
+
+def _tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 1.0
+    p = min(max(p, 1e-9), 1.0)
+    return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
 
 
 def _shared(column, kind: SignalKind, changes: _Changes) -> None:

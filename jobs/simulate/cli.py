@@ -105,6 +105,13 @@ def _fixed(value: str | None) -> tuple[int, ...]:
     help="target confidence",
 )
 @click.option("--compare-fixed", default="", help="also run fixed-redundancy jobs, e.g. 3,5")
+@click.option(
+    "--reviewer",
+    type=click.Choice(["confirm", "none"]),
+    default="confirm",
+    show_default=True,
+    help="the admin's policy on the fraud queue: confirm what the engine suspended, or nothing",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.option("--base-url", default=None, help="a server started with CROWDLINE_SANDBOX=1")
 @click.option("--in-process", is_flag=True, help="a throwaway in-process app on SQLite")
@@ -121,6 +128,7 @@ def simulate_command(
     redundancy_max,
     target,
     compare_fixed,
+    reviewer,
     as_json,
     base_url,
     in_process,
@@ -144,6 +152,7 @@ def simulate_command(
         redundancy_max,
         target,
         _fixed(compare_fixed),
+        reviewer,
     )
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     if in_process:

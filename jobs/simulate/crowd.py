@@ -35,6 +35,8 @@ class SimWorker:
     worker_id: int | None = None
     judgments: int = 0
     stopped: bool = False
+    caught_by: str | None = None  # the first action that counted as caught
+    confirmed: bool = False  # a reviewer confirmed the engine's finding
     caught_after: int | None = None  # judgments when the platform stopped the worker
 
     @property

@@ -26,6 +26,11 @@ EMPTY_BACKOFF = 30.0  # seconds before a worker who got nothing asks again
 MAX_EMPTY = 8  # …and how many times in a row before giving up on the job
 MAX_SIM_SECONDS = 14 * 86_400
 IMPORT_CHUNK = 2000
+# The fraud engine's periodic scan, run by the simulator on the simulated clock (in a real
+# deployment an RQ job runs it on the wall clock), and what a reviewer then does.
+SCAN_EVERY = 600.0
+MAX_ROUNDS = 6
+CAUGHT_ACTIONS = ("restrict", "suspend", "ban")
 
 
 @dataclass
@@ -40,6 +45,10 @@ class Options:
     redundancy_max: int = 5
     target_confidence: float = 0.9
     compare_fixed: tuple[int, ...] = ()
+    # The admin's policy on the fraud queue (it sees only what the engine shows, never the
+    # truth): "confirm" confirms every case the engine suspended (its judgments are voided
+    # and their tasks re-opened), "none" leaves every case to nobody.
+    reviewer: str = "confirm"
 
 
 @dataclass
@@ -195,17 +204,42 @@ class Simulation:
             heapq.heappush(events, (at, sequence, kind, worker.index, data))
 
         start = self.clock_seconds
-        for worker in self.crowd:
-            if not worker.stopped:
-                schedule(start + self.rng.uniform(0, 120), "lease", worker)
-        empty: dict[int, int] = {}
+        scanning = bool(self.fraud_routes())
+        next_scan = start + SCAN_EVERY
         shared: dict[int, dict] = {}  # task id → answers of rings and shared devices
         submits = 0
+        for _round in range(MAX_ROUNDS):
+            # A round ends when the job does (or nobody can go on); a confirmed fraudster's
+            # voided work re-opens tasks, and the crowd comes back for another round.
+            if _round:
+                if not scanning:
+                    break
+                self.fraud_review(run)
+                if self._job_status(run) != "active":
+                    break
+            empty: dict[int, int] = {}
+            events.clear()
+            for worker in self.crowd:
+                if not worker.stopped:
+                    schedule(self.clock_seconds + self.rng.uniform(0, 120), "lease", worker)
+            submits, next_scan = self._run_round(
+                run, events, schedule, empty, shared, submits, start, scanning, next_scan
+            )
+        run.sim_seconds = self.clock_seconds - start
+        run.completed = self._job_status(run) == "completed"
+        self._report_progress(run)
+        return run
+
+    def _run_round(self, run, events, schedule, empty, shared, submits, start, scanning, next_scan):
         while events:
             at, _, kind, index, data = heapq.heappop(events)
             worker = self.crowd[index]
             if worker.stopped or at - start > MAX_SIM_SECONDS:
                 continue
+            if scanning and at >= next_scan:
+                self.advance_to(next_scan)
+                self.fraud_review(run)
+                next_scan += SCAN_EVERY
             self.advance_to(at)
             account = worker.account
             if kind == "lease":
@@ -257,10 +291,7 @@ class Simulation:
                 elif reply.status != 409:  # 409: the lease lapsed or the task was withdrawn
                     reply.ok(200)
                 schedule(at + self.rng.expovariate(1 / 3.0), "lease", worker)
-        run.sim_seconds = self.clock_seconds - start
-        run.completed = self._job_status(run) == "completed"
-        self._report_progress(run)
-        return run
+        return submits, next_scan
 
     def _external_id(self, task: dict[str, Any]) -> str:
         item = task["payload"]["item"]
@@ -310,6 +341,37 @@ class Simulation:
         import time
 
         time.sleep(0.5)  # a real RQ worker is running the pass
+
+    def fraud_review(self, run: JobRun) -> None:
+        """The periodic scan, then the review queue: every worker the engine restricted,
+        suspended or banned counts as caught (after the judgments they had made); under the
+        "confirm" policy the admin confirms the suspended ones, voiding their work."""
+        self.admin.post("/api/v1/fraud/scans", {"job_id": run.job_id}).ok(200)
+        by_id = {w.worker_id: w for w in self.crowd}
+        cursor = None
+        while True:
+            path = "/api/v1/fraud/cases?limit=100" + (f"&cursor={cursor}" if cursor else "")
+            page = self.admin.get(path).ok(200).body
+            for case in page["items"]:
+                worker = by_id.get(case["worker"]["id"])
+                if worker is None or case["action"] not in CAUGHT_ACTIONS:
+                    continue
+                if worker.caught_after is None:
+                    worker.caught_after = worker.judgments
+                    worker.caught_by = case["action"]
+                if (
+                    self.options.reviewer == "confirm"
+                    and case["action"] == "suspend"
+                    and case["status"] == "open"
+                ):
+                    self.admin.post(
+                        f"/api/v1/fraud/cases/{case['id']}/decision",
+                        {"action": "confirm", "note": "simulated reviewer: confirmed"},
+                    ).ok(200)
+                    worker.confirmed = True
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     def worker_status(self, worker: SimWorker) -> Reply:
         return self.admin.get(f"/api/v1/workers/{worker.worker_id}")

@@ -48,6 +48,13 @@ def _majority(lines: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
     return out
 
 
+def _status(sim, worker) -> str | None:
+    reply = sim.worker_status(worker)
+    return (
+        reply.body.get("status") if reply.status == 200 and isinstance(reply.body, dict) else None
+    )
+
+
 def _caught(sim, worker) -> bool:
     if worker.caught_after is not None:
         return True
@@ -133,6 +140,12 @@ def build_report(sim, main, lines, ds_run) -> dict[str, Any]:
             if fraud and detection_available
             else "n/a",
             "median_judgments_before_caught": statistics.median(after) if after else None,
+            "caught_by_action": dict(Counter(w.caught_by for w in caught_all if w.caught_by)),
+            "confirmed_by_reviewer": sum(w.confirmed for w in sim.crowd),
+            "honest_caught": len(caught_all) - len(caught_fraud),
+            "honest_suspended_or_banned": sum(
+                1 for w in sim.crowd if not w.is_fraud and _status(sim, w) in CAUGHT_STATUSES
+            ),
         },
         "money": {
             "currency": "USD",
@@ -191,6 +204,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"  fraudsters caught: {fraud['caught_fraudsters']}/{fraud['fraudsters']}  "
         f"precision {_pct(fraud['precision'])}  recall {_pct(fraud['recall'])}  "
         f"median judgments before caught {fraud['median_judgments_before_caught']}",
+        f"  caught by action {fraud['caught_by_action']}, confirmed by the reviewer "
+        f"{fraud['confirmed_by_reviewer']}; honest workers caught {fraud['honest_caught']}, "
+        f"suspended or banned {fraud['honest_suspended_or_banned']}",
         f"  earned (pending + available + paid, minor units {money['currency']}): "
         f"honest {money['honest']}, fraudsters {money['fraudsters']}",
         "  by kind:",
