@@ -159,8 +159,16 @@ def _patterns(job, by_worker, overall, finals, changes) -> dict[int, float]:
             "chance_agreement": round(chance, 3) if chance else None,
         }
         if chance is not None and rate <= chance + RANDOM_MARGIN:
+            # Stronger the longer it lasts: near-chance agreement over 40 answers is rarely
+            # an unlucky honest worker.
+            weight = min(0.7, 0.5 + 0.2 * (len(agreed) - MIN_JUDGMENTS) / 30)
             changes.record(
-                worker_id, SignalKind.RANDOM_ANSWERS, f"random:job:{job.id}", 0.5, evidence, job.id
+                worker_id,
+                SignalKind.RANDOM_ANSWERS,
+                f"random:job:{job.id}",
+                round(weight, 3),
+                evidence,
+                job.id,
             )
         elif rate < LOW_AGREEMENT:
             changes.record(
