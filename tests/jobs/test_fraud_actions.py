@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 
 from billing.services import mature_earnings
@@ -444,3 +446,41 @@ def test_actions_step_up_and_down_and_keep_the_worker_status_in_step(api, app):
         assert (decided["action"], decided["worker"]["status"]) == (action, status), decision
     me = api.get("/api/v1/workers/me", worker.token).get_json()
     assert me["status"] == "active"
+
+
+def test_a_confirmed_ring_s_labels_are_redone_and_the_final_labels_change(
+    api, app, db_session, manual_clock
+):
+    """Two colluders agree on the wrong label and close every task; once confirmed, their
+    judgments are voided, honest workers judge the re-opened tasks, and the export's labels
+    are now the right ones, decided without the voided votes."""
+    admin = api.admin(app)
+    client = api.signup("client")
+    job = active_job(api, app, client, tasks=4, redundancy=THREE)
+    ring = [active_worker(api, admin) for _ in range(2)]
+    for member in ring:
+        assert len(_judge_all(api, member, job["id"], "dog", manual_clock)) == 4
+
+    def export():
+        response = api.get(f"/api/v1/jobs/{job['id']}/results?detail=true", client.token)
+        return [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+
+    before = export()
+    assert [(line["status"], line["answer"]) for line in before] == [("completed", "dog")] * 4
+    for member in ring:
+        case = _flag(api, admin, member, "agrees with one other account on everything")
+        assert _decide(api, admin, case["id"], "confirm")["voiding"]["voided"] == 4
+    assert {line["status"] for line in export()} == {"open"}
+
+    honest = [active_worker(api, admin) for _ in range(2)]
+    for worker in honest:
+        assert len(_judge_all(api, worker, job["id"], "cat", manual_clock)) == 4
+    after = export()
+    assert [(line["status"], line["answer"]) for line in after] == [("completed", "cat")] * 4
+    for line in after:
+        assert line["judgments"] == 2  # the voided votes are not counted
+        assert {d["status"] for d in line["detail"]} >= {"accepted"}
+        voided = [d for d in line["detail"] if d["status"] == "voided"]
+        assert all(d["answer"] == "dog" for d in voided)
+    assert api.get(f"/api/v1/jobs/{job['id']}", client.token).get_json()["status"] == "completed"
+    assert_ledger_consistent(db_session)
