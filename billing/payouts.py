@@ -342,7 +342,9 @@ def _resolve_unknown_outcome(payout: Payout) -> None:
     later, never requested again — and admins see it in the audit log."""
     try:
         found = gateway().find_transfer(payout.idempotency_key)
-    except GatewayError as error:
+    except Exception as error:  # a GatewayError, or an answer we could not read
+        if not isinstance(error, GatewayError):
+            log.exception("payout %s: unexpected error looking the transfer up", payout.id)
         payout.last_error = f"outcome unknown, lookup failed: {error}"[:1000]
         payout.next_attempt_at = clock.now() + timedelta(seconds=BACKOFF_CAP_SECONDS)
         audit.record(
