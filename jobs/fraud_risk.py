@@ -1,9 +1,10 @@
 """Risk scores from fraud signals, automatic escalation, and what an action means to leasing.
 
 risk = 1 − ∏(1 − w) over the kinds of a worker's signals (each kind by its strongest
-signal), each counted only for the evidence a reviewer has not seen yet. Escalation is automatic up to `restrict`; `suspend` happens automatically
-only on very strong evidence (a high score carried by at least two independent strong
-signals); a ban always needs a reviewer (jobs.fraud_actions).
+signal), each counted only for the evidence a reviewer has not seen yet. Escalation is
+automatic up to `restrict`; `suspend` happens automatically only on very strong evidence
+(a high score carried by at least two independent strong signals); a ban always needs a
+reviewer (jobs.fraud_actions).
 """
 
 from __future__ import annotations
