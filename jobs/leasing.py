@@ -140,6 +140,8 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
     worker = my_worker_profile()
     _require_working(worker)
     now = clock.now()
+    # Restricted workers (fraud review) get gold-heavy work, in every job.
+    restricted_share = restricted_gold_rate(worker) or 0.0
     for job in _candidate_jobs(worker, job_id, now):
         if expire_due_leases(job.id):
             # Committed on their own: giving holds back locks the job's escrow, and a lease
@@ -148,8 +150,7 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
             db.session.commit()
         if not money.can_afford_a_judgment(job, worker.id):
             continue  # leasing for this job stops until it is funded again
-        # Restricted workers (fraud review) get gold-heavy work.
-        share = max(gold_probability(job, worker), restricted_gold_rate(worker) or 0.0)
+        share = max(gold_probability(job, worker), restricted_share)
         order = [True, False] if random.random() < share else [False, True]
         for gold in order:
             # A savepoint per attempt: if the hold is refused (a concurrent lease took the
@@ -190,10 +191,6 @@ def _mine(assignment_id: int) -> tuple[Assignment, WorkerProfile]:
     if assignment is None or assignment.worker_id != worker.id:
         raise NotFound(f"assignment {assignment_id} not found")
     return assignment, worker
-
-
-# Kept under its old name: the escrow lock that orders every money move of a job.
-_lock_job_money = completion.lock_job_money
 
 
 def _close_lease(assignment: Assignment, status: AssignmentStatus, reason: str | None) -> None:
@@ -317,7 +314,7 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
         )
         # Shown to the worker as "submitted" for a while (jobs.gold): gold stays invisible.
         accuracy.record_gold(job, worker, assignment.gold_correct, task.gold_answer, answer)
-        _lock_job_money(job.id)
+        completion.lock_job_money(job.id)
         if assignment.gold_correct:
             money.settle_judgment(assignment)
         else:

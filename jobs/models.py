@@ -119,6 +119,18 @@ class Task(db.Model):
     method: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+    def reopen(self, target: int) -> None:
+        """Open a decided task for more judgments (review sent it back, or fraud voided
+        some): its label is cleared until consensus decides again. The caller holds the
+        task's row lock."""
+        self.status = TaskStatus.OPEN
+        self.final_answer = None
+        self.confidence = None
+        self.method = None
+        self.completed_at = None
+        self.redundancy_target = target
+
     # 0: anyone eligible may lease it; 1: escalated, only workers meeting job.escalation.
     escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # Why the task went to review (sampled, low_confidence, escalated, ambiguous), if it did.

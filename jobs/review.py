@@ -158,12 +158,7 @@ def _correct(job: Job, task: Task, answer: Any) -> None:
 
 
 def _send_back(job: Job, task: Task, extra: int) -> None:
-    task.status = TaskStatus.OPEN
-    task.final_answer = None
-    task.confidence = None
-    task.method = None
-    task.completed_at = None
-    task.redundancy_target = task.submitted_count + task.live_count + extra
+    task.reopen(task.submitted_count + task.live_count + extra)
     if job.status == JobStatus.COMPLETED:
         job.status = JobStatus.ACTIVE
         job.completed_at = None

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from billing.models import Earning, Hold
 from jobs import money
-from jobs.leasing import _lock_job_money
+from jobs.completion import lock_job_money
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
 from marketplace import audit, clock
 from marketplace.database import db
@@ -66,12 +66,7 @@ def _reopen(task: Task) -> bool:
     """Make a completed task leasable again, its remaining judgments intact."""
     if task.is_gold or task.status != TaskStatus.COMPLETED:
         return False
-    task.status = TaskStatus.OPEN
-    task.final_answer = None
-    task.confidence = None
-    task.method = None
-    task.completed_at = None
-    task.redundancy_target = max(task.redundancy_target, task.submitted_count + 1)
+    task.reopen(max(task.redundancy_target, task.submitted_count + 1))
     return True
 
 
@@ -80,7 +75,7 @@ def _settle_money(assignments: list[tuple[Assignment, AssignmentStatus]], reason
     for item in assignments:
         by_job.setdefault(item[0].job_id, []).append(item)
     for job_id in sorted(by_job):
-        _lock_job_money(job_id)
+        lock_job_money(job_id)
         for assignment, was in sorted(by_job[job_id], key=lambda item: item[0].id):
             if was in (AssignmentStatus.SUBMITTED, AssignmentStatus.LEASED):
                 money.release_hold(assignment)  # never settled: its hold goes back
