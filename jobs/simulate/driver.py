@@ -406,7 +406,7 @@ class Simulation:
         self.run_job(main)
         ds_run = self.aggregation(main.job_id)
         # read balances and statuses now, before the comparison jobs add to them
-        report = build_report(self, main, self.export(main.job_id), ds_run)
+        report = build_report(self, main, self.export(main.job_id, detail=True), ds_run)
         for k in options.compare_fixed:
             run = self.run_job(self.post_job(f"fixed-{k}", k, k, 0.5))
             report["fixed"].append(fixed_summary(run, self.export(run.job_id, detail=True)))

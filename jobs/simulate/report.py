@@ -125,6 +125,8 @@ def build_report(sim, main, lines, ds_run) -> dict[str, Any]:
             "online": _accuracy(online, truth, labels),
             "final": final_accuracy,
             "after_dawid_skene": final_accuracy if ds_summary else None,
+            # the same judgments counted by plain majority: the baseline a fixed job gives
+            "majority": _accuracy(_majority(lines, labels), truth, labels),
         },
         "methods": dict(methods),
         "dawid_skene": ds_summary,
@@ -190,7 +192,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"in {report['simulated_minutes']} simulated minutes",
         f"  judgments: {report['judgments']} ({report['judgments_per_task']} per completed task)",
         f"  label accuracy vs truth: online {_pct(acc['online'])}, "
-        f"after Dawid–Skene {_pct(acc['after_dawid_skene'])}",
+        f"after Dawid–Skene {_pct(acc['after_dawid_skene'])}, "
+        f"plain majority of the same judgments {_pct(acc['majority'])}",
         f"  label methods: {report['methods']}",
     ]
     if report["dawid_skene"]:

@@ -61,6 +61,18 @@ def test_reported_accuracy_is_the_export_against_the_truth(mixed_crowd):
     assert report["accuracy"]["online"] == round(online_right / 60, 4)
 
 
+def test_plain_majority_counts_the_judgments_that_stand(mixed_crowd):
+    report, sim, _, _, _ = mixed_crowd
+    export = sim.export(report["job_id"], detail=True)
+    right = 0
+    for line in export:
+        votes = [j["answer"] for j in line["detail"] if j["status"] != "voided"]
+        counts = {label: votes.count(label) for label in sim.labels}
+        best = max(sim.labels, key=lambda label: (counts[label], -sim.labels.index(label)))
+        right += best == sim.labels[sim.last_truth[line["external_id"]]]
+    assert report["accuracy"]["majority"] == round(right / len(export), 4)
+
+
 def test_report_numbers_are_consistent(mixed_crowd):
     report, sim, export, _, _ = mixed_crowd
     by_kind = report["by_kind"]
