@@ -166,6 +166,29 @@ def test_payload_values_are_stored_exactly_on_both_parsing_paths(api, db_session
     assert [t.payload for t in tasks_of(db_session, job["id"])] == payloads
 
 
+def test_characters_copy_treats_specially_are_stored_as_sent(api, db_session):
+    """On PostgreSQL rows go in as COPY text, where tab, newline and backslash are special."""
+    client = api.signup("client")
+    job = create_job(api, client)
+    rows = [
+        {"external_id": "tab\there", "payload": {"path": "C:\\data\\n.jpg", "q": 'say "hi"'}},
+        {"external_id": "new\nline\r", "payload": {"text": "line\nbreak\ttab \\N"}},
+        {"external_id": "back\\slash \\N", "payload": {"k": "\\."}, "gold_answer": "cat"},
+        {"external_id": "\\.", "payload": {"x": 1},
+         "prelabel": {"answer": "dog", "confidence": 1e-05}},
+    ]  # fmt: skip
+    assert imported(api, client, job["id"], lines(rows))["created"] == 4
+    stored = tasks_of(db_session, job["id"])
+    assert [(t.external_id, t.payload) for t in stored] == [
+        (row["external_id"], row["payload"]) for row in rows
+    ]
+    assert (stored[2].gold_answer, stored[3].prelabel, stored[3].prelabel_confidence) == (
+        "cat", "dog", 1e-05
+    )  # fmt: skip
+    # and a re-import finds every one of them unchanged
+    assert imported(api, client, job["id"], lines(rows))["unchanged"] == 4
+
+
 def test_csv_import_with_data_columns(api, db_session):
     client = api.signup("client")
     job = create_job(api, client)
@@ -604,24 +627,24 @@ def test_completed_jobs_take_no_tasks(api, app, db_session):
 
 
 def test_a_streamed_import_of_20000_rows(api, app, db_session, monkeypatch):
-    from marketplace.database import db
-
     monkeypatch.setattr(imports, "BATCH_SIZE", 1000)
     client = api.signup("client")
     job = create_job(api, client)
     total = 20_000
     written_while_streaming = []
+    sent = []  # rows handed to the database (INSERT, or the open COPY)
+    write = imports._TaskImport._write
+    monkeypatch.setattr(
+        imports._TaskImport,
+        "_write",
+        lambda run, batch: (sent.append(len(batch)), write(run, batch)),
+    )
 
     def body():
         for start in range(0, total, 500):
             if start == 15_000:
-                # Runs inside the request, on its session: the earlier rows are already
-                # inserted (not yet committed) while the rest of the body is unread.
-                written_while_streaming.append(
-                    db.session.scalar(
-                        select(func.count()).select_from(Task).where(Task.job_id == job["id"])
-                    )
-                )
+                # the earlier rows went to the database while the rest of the body is unread
+                written_while_streaming.append(sum(sent))
             rows = items(500, start=start)
             for row in rows[::7]:
                 row["gold_answer"] = "cat"
