@@ -497,7 +497,11 @@ def main() -> None:
                 ratios = ", ".join(f"{run['import'] / run[name]:.0%}" for run in runs)
                 share += f" (runs: {ratios})"
         print(f"{name:<16} {rate:10,.0f} rows/s{share}")
-    print("target: import at least 50% of COPY's rate")
+    # The import writes into the tasks table, indexes and all: a COPY of the same rows into
+    # a table like it is the comparison the target means. The bare table bounds what any
+    # writer could reach without keeping those indexes.
+    verdict = "met" if median["import"] >= 0.5 * median["COPY like tasks"] else "MISSED"
+    print(f"target: import at least 50% of the rate of COPY into a table like tasks: {verdict}")
 
 
 if __name__ == "__main__":
