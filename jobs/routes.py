@@ -34,7 +34,7 @@ from jobs.schemas import (
     TaskSchema,
 )
 from marketplace.auth import require
-from marketplace.database import db
+from marketplace.database import db, retry_on_conflict
 from marketplace.idempotency import idempotent
 from marketplace.pagination import PageArgsSchema, next_link, page_schema
 
@@ -110,6 +110,7 @@ def _lifecycle(name, doc, action):
     class Lifecycle(MethodView):
         @require("jobs:write")
         @blp.response(200, JobSchema)
+        @retry_on_conflict
         def post(self, job_id):
             return action(job_id)
 
@@ -188,6 +189,7 @@ class Assignments(MethodView):
     @task_api.arguments(LeaseRequestSchema)
     @task_api.response(201, AssignmentSchema)
     @task_api.alt_response(204, description="Nothing to do right now")
+    @retry_on_conflict
     def post(self, data):
         """Lease the next task you may do (optionally within one job)"""
         assignment = leasing.lease_next_task(
@@ -211,6 +213,7 @@ class AssignmentDetail(MethodView):
 class Heartbeat(MethodView):
     @require("tasks")
     @task_api.response(200, HeartbeatSchema)
+    @retry_on_conflict
     def post(self, assignment_id):
         """Extend the lease; 409 if it already expired"""
         return leasing.heartbeat(assignment_id)
@@ -221,6 +224,7 @@ class Release(MethodView):
     @require("tasks")
     @task_api.arguments(ReleaseSchema)
     @task_api.response(200, AssignmentSchema)
+    @retry_on_conflict
     def post(self, data, assignment_id):
         """Give the task back (skip), with an optional reason"""
         return AssignmentView(leasing.release(assignment_id, data.get("reason")))
@@ -232,6 +236,7 @@ class Submit(MethodView):
     @idempotent
     @task_api.arguments(SubmitSchema)
     @task_api.response(200, AssignmentSchema)
+    @retry_on_conflict
     def post(self, data, assignment_id):
         """Submit your answer (checked against the job's answer_spec); retries are safe"""
         return AssignmentView(

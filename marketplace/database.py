@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import random
 import sqlite3
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, TypeDecorator, event
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 
 # Stable constraint names let Alembic alter tables on SQLite (batch mode) and PostgreSQL alike.
@@ -91,3 +96,37 @@ def _sqlite_begin(conn: Any) -> None:
     if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
         return
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# PostgreSQL's answers to two transactions that cannot both go on: "deadlock detected" (it
+# broke a lock-order cycle) and "could not serialize access". Either way the transaction
+# that got one changed nothing, and running it again from the start is the remedy.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+RETRY_ATTEMPTS = 3
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL aborting the transaction to let another one go on."""
+    orig = getattr(error, "orig", error)
+    return getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def retry_on_conflict(view: Callable) -> Callable:
+    """Run a view's transaction again (up to RETRY_ATTEMPTS in all, after a short random
+    pause) when PostgreSQL aborted it for a deadlock or a serialization failure. Only for views
+    whose whole effect is their database transaction (no calls out, no streamed body); after
+    the last attempt the error reaches the handler, which answers 503 with Retry-After."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return view(*args, **kwargs)
+            except DBAPIError as error:
+                if attempt == RETRY_ATTEMPTS or not is_retryable(error):
+                    raise
+                db.session.rollback()
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")
+
+    return wrapper

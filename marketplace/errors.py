@@ -205,6 +205,19 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 def handle_unexpected_error(error: Exception) -> Response:
     _rollback()
+    from marketplace.database import is_retryable
+
+    if is_retryable(error):
+        log.warning("transaction aborted by the database on %s %s: %s", request.method,
+                    request.path, getattr(error, "orig", error))  # fmt: skip
+        return problem(
+            503,
+            "Service unavailable",
+            "This request collided with another one changing the same data, and was undone; "
+            "send it again.",
+            slug="service-unavailable",
+            headers={"Retry-After": "1"},
+        )
     log.exception("unhandled error on %s %s", request.method, request.path)
     return problem(
         500,

@@ -19,10 +19,10 @@ client and workers) against shared jobs; the sequential variant runs on every ba
 seed is printed: CROWDLINE_LEDGER_SEED replays a run (exactly, when sequential) and
 CROWDLINE_LEDGER_SCALE scales the operation counts.
 
-Two known faults of the task loop (jobs/leasing.py) are let through, visibly: a run whose
-only 5xx were PostgreSQL deadlocks ends as an xfail once every money invariant has held, and
-a rejected gold judgment may keep its hold (test_a_rejected_gold_judgment_gives_its_hold_back
-pins that down). Tighten both when the task loop is fixed.
+One known fault is let through, visibly: a run whose only 5xx were PostgreSQL deadlocks ends
+as an xfail once every money invariant has held. The task loop's and the job lifecycle's
+routes run a transaction the database aborted for a deadlock again (marketplace.database.
+retry_on_conflict), so only a request that lost three times in a row can still get here.
 """
 
 from __future__ import annotations

@@ -297,3 +297,68 @@ def test_clients_see_workers_only_as_pseudonyms_with_job_stats(api, app, manual_
     )
     other = api.signup("client")
     assert_problem(api.get(f"/api/v1/jobs/{job['id']}/workers", other.token), 404)
+
+
+class _DatabaseSaid(Exception):
+    """What psycopg raises when PostgreSQL aborts a transaction (sqlstate only)."""
+
+    def __init__(self, sqlstate: str):
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def _aborted(sqlstate: str = "40P01"):
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("UPDATE tasks …", {}, _DatabaseSaid(sqlstate))
+
+
+def test_a_submit_aborted_by_a_deadlock_runs_again_once_whole(api, app, db_session, monkeypatch):
+    from jobs import completion
+
+    admin, _, job = _setup(api, app, tasks=1)
+    worker = active_worker(api, admin)
+    assignment = lease(api, worker, job["id"]).get_json()
+    judge, calls = completion.judge_task, []
+
+    def deadlocked_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # after the assignment and task were written and flushed
+            raise _aborted()
+        return judge(*args, **kwargs)
+
+    monkeypatch.setattr(completion, "judge_task", deadlocked_once)
+    path = f"/api/v1/assignments/{assignment['id']}/submit"
+    submitted = api.post(path, worker.token, json={"answer": "dog"})
+    assert submitted.status_code == 200, submitted.get_json()
+    assert len(calls) == 2 and submitted.get_json()["status"] in ("submitted", "accepted")
+    task = db_session.get(Task, assignment["task"]["id"])
+    assert (task.submitted_count, task.live_count) == (1, 0)  # the first attempt left nothing
+    rows = db_session.scalars(select(Assignment).where(Assignment.task_id == task.id)).all()
+    assert [(a.id, a.answer) for a in rows] == [(assignment["id"], "dog")]
+
+
+def test_a_request_aborted_every_time_is_a_503_to_retry(api, app, db_session, monkeypatch):
+    from jobs import completion
+
+    admin, _, job = _setup(api, app, tasks=1)
+    worker = active_worker(api, admin)
+    assignment = lease(api, worker, job["id"]).get_json()
+
+    def always(*args, **kwargs):
+        raise _aborted("40001")
+
+    monkeypatch.setattr(completion, "judge_task", always)
+    path = f"/api/v1/assignments/{assignment['id']}/submit"
+    refused = assert_problem(api.post(path, worker.token, json={"answer": "dog"}), 503)
+    assert "send it again" in refused["detail"]
+    task = db_session.get(Task, assignment["task"]["id"])
+    assert (task.submitted_count, task.live_count) == (0, 1)
+    mine = api.get(f"/api/v1/assignments/{assignment['id']}", worker.token).get_json()
+    assert mine["status"] == "leased"
+    # other database errors are not retried: they stay a 500 for the log
+    monkeypatch.setattr(completion, "judge_task", lambda *a, **k: (_ for _ in ()).throw(
+        _aborted("23505")))  # fmt: skip
+    assert api.post(path, worker.token, json={"answer": "dog"}).status_code == 500
+    monkeypatch.undo()
+    assert api.post(path, worker.token, json={"answer": "dog"}).status_code == 200
