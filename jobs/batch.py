@@ -17,7 +17,7 @@ import numpy as np
 from flask import current_app
 from sqlalchemy import bindparam, or_, select, update
 
-from jobs import answers
+from jobs import answers, events
 from jobs.access import get_job, get_job_for_update
 from jobs.aggregation import dawid_skene
 from jobs.batch_models import AggregationRun, AggregationStatus
@@ -330,6 +330,8 @@ def _finish(run: AggregationRun, **figures: Any) -> str:
     run.status = AggregationStatus.SUCCEEDED
     run.finished_at = clock.now()
     job = db.session.get(Job, run.job_id)
+    if run.labels_changed:
+        events.labels_changed_by_aggregation(job, run.id, run.labels_changed)
     audit.record(
         "aggregation.finished",
         "job",

@@ -1,4 +1,6 @@
-"""Events clients subscribe to with webhooks: job.completed, task.completed, job.budget_low.
+"""Events clients subscribe to with webhooks: job.completed, task.completed, job.budget_low,
+and job.labels_changed (a label already announced was changed: by a reviewer's correction, or
+by the job's Dawid–Skene pass).
 
 Each hook is called inside the transaction that causes the event and writes one
 `WebhookDelivery` per subscribed endpoint in it, so a rolled-back change announces nothing;
@@ -42,7 +44,8 @@ from marketplace.database import db
 TASK_COMPLETED = "task.completed"
 JOB_COMPLETED = "job.completed"
 BUDGET_LOW = "job.budget_low"
-EVENT_TYPES = (JOB_COMPLETED, TASK_COMPLETED, BUDGET_LOW)
+LABELS_CHANGED = "job.labels_changed"
+EVENT_TYPES = (JOB_COMPLETED, TASK_COMPLETED, BUDGET_LOW, LABELS_CHANGED)
 
 BATCH_SIZE = 100
 BATCH_SECONDS = 10
@@ -113,6 +116,38 @@ def budget_low(job: Job, free_amount: int) -> None:
         job.organization_id,
         BUDGET_LOW,
         {"job": _job_ref(job), "free_budget": {"amount": free_amount, "currency": job.currency}},
+    )
+
+
+def labels_changed_by_review(job: Job, task: Task, previous: Any) -> None:
+    """A reviewer corrected a closed task's label: the task's new result, and what it was."""
+    record_event(
+        job.organization_id,
+        LABELS_CHANGED,
+        {
+            "job": _job_ref(job),
+            "source": "review",
+            "labels_changed": 1,
+            "tasks": [{**results.task_line(task), "previous_answer": previous}],
+        },
+    )
+
+
+def labels_changed_by_aggregation(job: Job, run_id: int, changed: int) -> None:
+    """The job's Dawid–Skene pass changed `changed` labels; they can be many, so the event
+    names the run, whose `changes` list them (and the export shows the new labels)."""
+    record_event(
+        job.organization_id,
+        LABELS_CHANGED,
+        {
+            "job": _job_ref(job),
+            "source": "dawid_skene",
+            "labels_changed": changed,
+            "aggregation_run": {
+                "id": run_id,
+                "url": f"/api/v1/jobs/{job.id}/aggregations/{run_id}",
+            },
+        },
     )
 
 

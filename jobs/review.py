@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from jobs import accuracy, agreement, answers
+from jobs import accuracy, agreement, answers, events
 from jobs.access import get_job, get_job_for_update
 from jobs.models import (
     Assignment,
@@ -152,9 +152,12 @@ def _correct(job: Job, task: Task, answer: Any) -> None:
         task.final_answer,
         answer,
     )
+    previous = task.final_answer
     task.final_answer = answer
     task.confidence = 1.0
     task.method = "review"
+    if answers.canonical(previous) != answers.canonical(answer):
+        events.labels_changed_by_review(job, task, previous)
 
 
 def _send_back(job: Job, task: Task, extra: int) -> None:

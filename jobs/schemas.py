@@ -260,7 +260,9 @@ class WebhookCreateSchema(Schema):
     url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
     events = fields.List(
         fields.String(
-            validate=validate.OneOf(("job.completed", "task.completed", "job.budget_low"))
+            validate=validate.OneOf(
+                ("job.completed", "task.completed", "job.budget_low", "job.labels_changed")
+            )
         ),
         required=True,
         validate=validate.Length(min=1),

@@ -579,3 +579,74 @@ def test_concurrent_completions_are_each_announced_once(
     assert len({e["id"] for e in events}) == len(events)
     statuses = {d.status for d in _deliveries(db_session)}
     assert statuses == {DeliveryStatus.DELIVERED}
+
+
+# --- job.labels_changed ------------------------------------------------------------------
+
+
+def test_a_reviewers_correction_announces_the_changed_label(api, app, receiver, db_session):
+    admin = api.admin(app)
+    client = api.signup("client")
+    hook = _subscribe(api, client, receiver.url, ["job.labels_changed"])
+    three = {"min": 3, "max": 3, "target_confidence": 0.9}
+    job = active_job(api, app, client, tasks=2, redundancy=three)
+    workers = [active_worker(api, admin) for _ in range(3)]
+    for worker, answer in zip(workers, ["cat", "cat", "dog"], strict=True):
+        _judge(api, worker, job["id"], answer)  # task 1 closes 2–1: low confidence, reviewed
+    for worker, answer in zip(workers, ["dog", "dog", "cat"], strict=True):
+        _judge(api, worker, job["id"], answer)
+    reviews = api.get(f"/api/v1/jobs/{job['id']}/reviews", client.token).get_json()["items"]
+    first, second = sorted(reviews, key=lambda item: item["task_id"])
+    decide = "/api/v1/reviews/{}/decision"
+    # accepting, or "correcting" to the label it already has, changes nothing: no event
+    accept = {"action": "accept"}
+    assert api.post(decide.format(first["id"]), client.token, json=accept).status_code == 200
+    same = {"action": "correct", "answer": "dog"}
+    assert api.post(decide.format(second["id"]), client.token, json=same).status_code == 200
+    assert receiver.events() == []
+
+    client2_job = active_job(api, app, client, tasks=1, redundancy=three)
+    for worker, answer in zip(workers, ["cat", "cat", "dog"], strict=True):
+        _judge(api, worker, client2_job["id"], answer)
+    (item,) = api.get(f"/api/v1/jobs/{client2_job['id']}/reviews", client.token).get_json()["items"]
+    corrected = {"action": "correct", "answer": "dog"}
+    assert api.post(decide.format(item["id"]), client.token, json=corrected).status_code == 200
+    (event,) = receiver.events("job.labels_changed")
+    headers, body = receiver.received[0]
+    assert verify(hook["secret"], headers, body) == event
+    data = event["data"]
+    assert (data["job"]["id"], data["source"], data["labels_changed"]) == (
+        client2_job["id"], "review", 1
+    )  # fmt: skip
+    (line,) = data["tasks"]
+    assert (line["task_id"], line["answer"], line["previous_answer"]) == (
+        item["task_id"], "dog", "cat"
+    )  # fmt: skip
+    assert (line["method"], line["confidence"], line["status"]) == ("review", 1.0, "completed")
+
+
+def test_a_dawid_skene_pass_that_changes_labels_announces_its_run(api, app, receiver):
+    from tests.jobs.test_batch import _run_job_with_a_wrong_majority
+
+    client, job = _run_job_with_a_wrong_majority(api, app)
+    _subscribe(api, client, receiver.url, ["job.labels_changed", "task.completed"])
+    queued = api.post(f"/api/v1/jobs/{job['id']}/aggregations", client.token)
+    assert queued.status_code == 202, queued.get_json()
+    run_id = queued.get_json()["id"]
+    (event,) = receiver.events("job.labels_changed")
+    data = event["data"]
+    assert (data["source"], data["labels_changed"]) == ("dawid_skene", 10)
+    url = data["aggregation_run"]["url"]
+    assert data["aggregation_run"]["id"] == run_id
+    run = api.get(url, client.token).get_json()
+    assert len(run["changes"]) == 10
+    # a second pass changes nothing, and says nothing
+    again = api.post(f"/api/v1/jobs/{job['id']}/aggregations", client.token)
+    assert again.status_code == 202, again.get_json()
+    assert (
+        api.get(
+            f"/api/v1/jobs/{job['id']}/aggregations/{again.get_json()['id']}", client.token
+        ).get_json()["labels_changed"]
+        == 0
+    )
+    assert len(receiver.events("job.labels_changed")) == 1
