@@ -7,6 +7,7 @@ the others are public service calls that commit once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,26 @@ from marketplace.locking import get_for_update
 
 # Sent inside the transaction that credits new money (kwargs: job_id, possibly None).
 funds_added = Namespace().signal("funds-added")
+
+# Who may not have pending pay mature for now, though its QA window has closed: each hold
+# takes worker ids and returns those to hold. The fraud engine registers one (a worker it
+# restricted or suspended, awaiting review); billing knows nothing of fraud itself.
+_PAY_HOLDS: list[Callable[[list[int]], set[int]]] = []
+
+
+def hold_maturing_pay(hold: Callable[[list[int]], set[int]]) -> Callable[[list[int]], set[int]]:
+    """Register a hold on maturing pay (a decorator)."""
+    if hold not in _PAY_HOLDS:
+        _PAY_HOLDS.append(hold)
+    return hold
+
+
+def pay_held(worker_ids: list[int]) -> set[int]:
+    """The workers among `worker_ids` whose pending pay a registered hold keeps pending."""
+    held: set[int] = set()
+    for hold in _PAY_HOLDS:
+        held |= hold(worker_ids)
+    return held
 
 
 def settings():
@@ -459,41 +480,58 @@ def pay_bonus(
 
 
 def mature_earnings(limit: int = 1000) -> int:
-    """Move earnings whose QA window has closed from pending to available. Periodic job."""
+    """Move earnings whose QA window has closed from pending to available, except those of
+    workers under a pay hold (see hold_maturing_pay). Periodic job: each call takes every
+    worker with due earnings once, up to `limit` earnings each."""
     now = clock.now()
     due = (Earning.status == EarningStatus.PENDING, Earning.available_at <= now)
-    workers = list(
-        db.session.scalars(
-            select(Earning.worker_id).where(*due).group_by(Earning.worker_id).limit(limit)
-        )
-    )
-    matured = 0
-    # One database transaction per worker: a settlement credits several workers' pending
-    # accounts in one, so a run holding several of them at once could deadlock with it.
-    for worker_id in workers:
-        earnings = list(
+    matured, after = 0, 0
+    while True:
+        workers = list(
             db.session.scalars(
-                select(Earning)
-                .where(Earning.worker_id == worker_id, *due)
-                .order_by(Earning.id)
+                select(Earning.worker_id)
+                .where(*due, Earning.worker_id > after)
+                .group_by(Earning.worker_id)
+                .order_by(Earning.worker_id)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
             )
         )
-        for earning in earnings:
-            ledger.post(
-                "earning_matured",
-                f"mature:{earning.id}",
-                [
-                    Leg(_worker(Purpose.PENDING, worker_id, earning.currency), -earning.amount),
-                    Leg(_worker(Purpose.AVAILABLE, worker_id, earning.currency), earning.amount),
-                ],
-                job_id=earning.job_id,
-                worker_id=worker_id,
+        if not workers:
+            break
+        after = workers[-1]
+        held = pay_held(workers)
+        # One database transaction per worker: a settlement credits several workers'
+        # pending accounts in one, so a run holding several of them at once could deadlock.
+        for worker_id in workers:
+            if worker_id in held:
+                continue
+            earnings = list(
+                db.session.scalars(
+                    select(Earning)
+                    .where(Earning.worker_id == worker_id, *due)
+                    .order_by(Earning.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
             )
-            earning.status = EarningStatus.AVAILABLE
-        db.session.commit()
-        matured += len(earnings)
+            for earning in earnings:
+                ledger.post(
+                    "earning_matured",
+                    f"mature:{earning.id}",
+                    [
+                        Leg(_worker(Purpose.PENDING, worker_id, earning.currency), -earning.amount),
+                        Leg(
+                            _worker(Purpose.AVAILABLE, worker_id, earning.currency), earning.amount
+                        ),
+                    ],
+                    job_id=earning.job_id,
+                    worker_id=worker_id,
+                )
+                earning.status = EarningStatus.AVAILABLE
+            db.session.commit()
+            matured += len(earnings)
+        if len(workers) < limit:
+            break
     db.session.commit()
     return matured
 

@@ -299,6 +299,7 @@ def my_standing() -> dict[str, Any]:
         "worker_status": worker.status,
         "action": case.action if case else FraudAction.NONE,
         "under_review": bool(case and case.status == CaseStatus.OPEN),
+        "pay_on_hold": bool(fraud_risk.workers_with_pay_held([worker.id])),
         "confirmed": bool(case and case.confirmed_at),
         "reasons": reasons,
         "latest_appeal": appeal,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from billing import services as billing
 from jobs.fraud_models import (
     ACTION_RANK,
     CaseStatus,
@@ -219,3 +220,30 @@ def escalate(worker_id: int) -> FraudCase | None:
         },
     )
     return case
+
+
+# --- pay under suspicion ------------------------------------------------------------------
+
+_HELD_WHILE_OPEN = (FraudAction.RESTRICT, FraudAction.SUSPEND, FraudAction.BAN)
+_HELD_ALWAYS = (FraudAction.SUSPEND, FraudAction.BAN)
+
+
+def _pay_hold_condition():
+    """Whose pending pay stays pending past its QA window: a worker the engine restricted or
+    suspended, until a reviewer has looked (confirmed, the pay is clawed back; dismissed, it
+    matures), and a suspended or banned worker until lifted."""
+    return or_(
+        and_(FraudCase.status == CaseStatus.OPEN, FraudCase.action.in_(_HELD_WHILE_OPEN)),
+        FraudCase.action.in_(_HELD_ALWAYS),
+    )
+
+
+@billing.hold_maturing_pay
+def workers_with_pay_held(worker_ids: list[int]) -> set[int]:
+    return set(
+        db.session.scalars(
+            select(FraudCase.worker_id).where(
+                FraudCase.worker_id.in_(worker_ids), _pay_hold_condition()
+            )
+        )
+    )

@@ -108,6 +108,9 @@ class StandingSchema(Schema):
     worker_status = fields.Enum(WorkerStatus, by_value=True)
     action = fields.Enum(FraudAction, by_value=True)
     under_review = fields.Boolean()
+    pay_on_hold = fields.Boolean(
+        metadata={"description": "pending pay does not become available until a review"}
+    )
     confirmed = fields.Boolean()
     reasons = fields.List(fields.String())
     latest_appeal = fields.Nested(AppealSchema, allow_none=True)

@@ -344,3 +344,60 @@ def test_scan_finds_fixed_boxes_and_low_agreement(api, app, db_session):
     assert by_kind["degenerate"]["evidence"]["share"] == 1.0
     assert by_kind["low_agreement"]["job_id"] == choice["id"]
     assert by_kind["low_agreement"]["evidence"]["agreement"] == 0.5
+
+
+def test_pay_of_a_worker_the_engine_restricted_waits_for_the_review(
+    api, app, manual_clock, db_session, monkeypatch
+):
+    from billing.tasks import mature_earnings
+
+    monkeypatch.setattr(app.config["CROWDLINE"], "qa_window_seconds", 600)
+    admin = api.admin(app)
+    client = api.signup("client")
+    screening = create_job(api, client)
+    add_tasks(app, screening["id"], 1, gold=5)
+    fund(api, client, screening["id"], 10_000)
+    api.post(f"/api/v1/jobs/{screening['id']}/activate", client.token)
+    cheat, honest = active_worker(api, admin), active_worker(api, admin)
+    for i in range(6):
+        _do(api, cheat, screening["id"], "dog", manual_clock, 20 + 9 * i)
+        _do(api, honest, screening["id"], "cat", manual_clock, 22 + 8 * i)
+    assert _risk(api, admin, cheat)["action"] == "restrict"  # the engine's, not yet reviewed
+    for worker, key in ((cheat, "b-cheat"), (honest, "b-honest")):
+        pseudonym = api.get("/api/v1/workers/me", worker.token).get_json()["pseudonym"]
+        bonus = api.post(
+            f"/api/v1/jobs/{screening['id']}/bonuses",
+            client.token,
+            json={"worker": pseudonym, "amount": 40, "reason": "thanks"},
+            headers={"Idempotency-Key": key},
+        )
+        assert bonus.status_code == 201, bonus.get_json()
+
+    def balance(worker):
+        body = api.get("/api/v1/workers/me/balance", worker.token).get_json()
+        return body["pending"]["amount"], body["available"]["amount"]
+
+    def standing(worker):
+        return api.get("/api/v1/workers/me/fraud-standing", worker.token).get_json()
+
+    honest_pending = balance(honest)[0]
+    assert balance(cheat) == (40, 0) and honest_pending > 40  # the honest one's gold pay too
+    assert standing(cheat)["pay_on_hold"] is True and standing(honest)["pay_on_hold"] is False
+    manual_clock.advance(700)
+    with app.app_context():
+        assert mature_earnings() > 0
+    assert balance(honest) == (0, honest_pending)
+    assert balance(cheat) == (40, 0)  # past its QA window, but held for the review
+
+    cases = api.get("/api/v1/fraud/cases?limit=100", admin.token).get_json()["items"]
+    (case,) = [c for c in cases if c["worker"]["id"] == worker_id(api, cheat)]
+    dismissed = api.post(
+        f"/api/v1/fraud/cases/{case['id']}/decision",
+        admin.token,
+        json={"action": "dismiss", "note": "a bad day"},
+    )
+    assert dismissed.status_code == 200, dismissed.get_json()
+    assert standing(cheat)["pay_on_hold"] is False
+    with app.app_context():
+        assert mature_earnings() == 1
+    assert balance(cheat) == (0, 40)
