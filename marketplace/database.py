@@ -103,6 +103,7 @@ def _sqlite_begin(conn: Any) -> None:
 # that got one changed nothing, and running it again from the start is the remedy.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 RETRY_ATTEMPTS = 3
+_jitter = random.Random()  # its own: the crowd simulator seeds the global generator
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -126,7 +127,7 @@ def retry_on_conflict(view: Callable) -> Callable:
                 if attempt == RETRY_ATTEMPTS or not is_retryable(error):
                     raise
                 db.session.rollback()
-                time.sleep(random.uniform(0.005, 0.05) * attempt)
+                time.sleep(_jitter.uniform(0.005, 0.05) * attempt)
         raise AssertionError("unreachable")
 
     return wrapper
