@@ -72,13 +72,13 @@ def test_too_fast_answers_flag_the_worker_and_honest_pace_does_not(api, app, man
     assert lease(api, fast, job["id"]).status_code == 201
 
 
-def test_failing_gold_restricts_and_restricted_workers_get_gold_heavy_leases(
-    api, app, manual_clock, db_session
-):
+def _screening(api, app, manual_clock, honest_slip=None):
+    """A screening job: one real item (leased first, the gold rate being 0) and five gold
+    items (answer "cat"; a job of gold alone would complete at once), done by a cheat who
+    always answers "dog" and an honest worker who answers "cat" (but "dog" at honest_slip).
+    Returns (admin, client, screening job, cheat, honest)."""
     admin = api.admin(app)
     client = api.signup("client")
-    # A screening job: one real item (leased first, the gold rate being 0) and five gold
-    # items (answer "cat"); a job of gold alone would complete at once.
     screening = create_job(api, client)
     add_tasks(app, screening["id"], 1, gold=5)
     fund(api, client, screening["id"], 10_000)
@@ -86,7 +86,15 @@ def test_failing_gold_restricts_and_restricted_workers_get_gold_heavy_leases(
     cheat, honest = active_worker(api, admin), active_worker(api, admin)
     for i in range(6):
         _do(api, cheat, screening["id"], "dog", manual_clock, 20 + 9 * i)
-        _do(api, honest, screening["id"], "cat" if i != 3 else "dog", manual_clock, 22 + 8 * i)
+        answer = "dog" if i == honest_slip else "cat"
+        _do(api, honest, screening["id"], answer, manual_clock, 22 + 8 * i)
+    return admin, client, screening, cheat, honest
+
+
+def test_failing_gold_restricts_and_restricted_workers_get_gold_heavy_leases(
+    api, app, manual_clock, db_session
+):
+    admin, client, _, cheat, honest = _screening(api, app, manual_clock, honest_slip=3)
 
     risk = _risk(api, admin, cheat)
     assert _kinds(risk) == {"gold_failed"}
@@ -352,16 +360,7 @@ def test_pay_of_a_worker_the_engine_restricted_waits_for_the_review(
     from billing.tasks import mature_earnings
 
     monkeypatch.setattr(app.config["CROWDLINE"], "qa_window_seconds", 600)
-    admin = api.admin(app)
-    client = api.signup("client")
-    screening = create_job(api, client)
-    add_tasks(app, screening["id"], 1, gold=5)
-    fund(api, client, screening["id"], 10_000)
-    api.post(f"/api/v1/jobs/{screening['id']}/activate", client.token)
-    cheat, honest = active_worker(api, admin), active_worker(api, admin)
-    for i in range(6):
-        _do(api, cheat, screening["id"], "dog", manual_clock, 20 + 9 * i)
-        _do(api, honest, screening["id"], "cat", manual_clock, 22 + 8 * i)
+    admin, client, screening, cheat, honest = _screening(api, app, manual_clock)
     assert _risk(api, admin, cheat)["action"] == "restrict"  # the engine's, not yet reviewed
     for worker, key in ((cheat, "b-cheat"), (honest, "b-honest")):
         pseudonym = api.get("/api/v1/workers/me", worker.token).get_json()["pseudonym"]
