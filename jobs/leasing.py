@@ -26,7 +26,7 @@ from jobs.fraud_risk import restricted_gold_rate
 from jobs.gold import gold_probability, visible_status_filter
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
 from marketplace import clock
-from marketplace.database import db
+from marketplace.database import commit_and_keep, db
 from marketplace.errors import (
     Conflict,
     InsufficientFunds,
@@ -179,7 +179,7 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
                 attempt.rollback()
                 break
             attempt.commit()
-            db.session.commit()
+            commit_and_keep(task, job)  # the response shows both
             return assignment
     db.session.commit()  # lazily expired leases stay expired
     return None
@@ -324,7 +324,7 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
     if not task.is_gold:
         completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
     accuracy.feed_skill_levels(job, worker)
-    db.session.commit()
+    commit_and_keep(task, job)
     return assignment
 
 
