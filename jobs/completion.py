@@ -23,7 +23,7 @@ from sqlalchemy import select
 from billing.models import LedgerAccount, OwnerType, Purpose
 from jobs import accuracy, agreement, answers, consensus, escalation, events, money, review
 from jobs.models import Assignment, AssignmentStatus, Job, Task, TaskStatus
-from jobs.services import complete_job_if_done
+from jobs.services import complete_job_soon
 from marketplace import clock
 from marketplace.database import db
 
@@ -172,13 +172,14 @@ def close(
     )
     if review_reason is None and _ambiguous(current, key):
         review_reason = "ambiguous"
-    lock_job_money(job.id)
+    events.task_completed(job, task)
+    review.queue_if_needed(job, task, review_reason)
+    # Money last: settling locks the job's holds account and the platform's fees account,
+    # which every settlement needs, so they are held only from here to the commit.
     for assignment, _ in newly:
         assignment.status = AssignmentStatus.ACCEPTED
         money.settle_judgment(assignment)
-    events.task_completed(job, task)
-    review.queue_if_needed(job, task, review_reason)
-    complete_job_if_done(job)
+    complete_job_soon(job)
 
 
 def _ambiguous(current: Ballot, key: str) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import current_app, request
 from sqlalchemy import exists, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from credentials import eligibility
 from jobs import accuracy, agreement, answers, completion, escalation, money, signals
@@ -97,46 +98,41 @@ def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) ->
 
 
 def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
-    """Take one slot on the next task of `job` this worker has never had, atomically."""
+    """Take one slot on the next task of `job` this worker has never had, atomically: one
+    UPDATE of the row a locking sub-select picked (PostgreSQL: FOR UPDATE SKIP LOCKED, so
+    concurrent leasers take different rows), returning the task."""
     never_had = ~exists().where(Assignment.task_id == Task.id, Assignment.worker_id == worker.id)
     tier = escalation.lease_filter(job, worker)  # escalated tasks: qualified workers only
-    for _ in range(3):
-        task_id = db.session.scalar(
-            select(Task.id)
-            .where(
-                Task.job_id == job.id,
-                Task.status == TaskStatus.OPEN,
-                Task.is_gold.is_(gold),
-                Task.live_count + Task.submitted_count < Task.redundancy_target,
-                never_had,
-                tier,
-            )
-            .order_by(Task.priority.desc(), Task.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
+    pick = (
+        select(Task.id)
+        .where(
+            Task.job_id == job.id,
+            Task.status == TaskStatus.OPEN,
+            Task.is_gold.is_(gold),
+            Task.live_count + Task.submitted_count < Task.redundancy_target,
+            never_had,
+            tier,
         )
-        if task_id is None:
-            return None
-        # Checked again under the row lock, with a fresh snapshot: a lease of this task by
-        # the same worker (a tool leasing in parallel) that committed while the select ran
-        # is invisible to the select's snapshot, and would fail the unique insert (a 500).
-        taken = db.session.execute(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                Task.status == TaskStatus.OPEN,
-                Task.live_count + Task.submitted_count < Task.redundancy_target,
-                never_had,
-            )
-            .values(live_count=Task.live_count + 1)
-        )
-        if taken.rowcount == 1:
-            return db.session.get(Task, task_id, populate_existing=True)
-    return None
+        .order_by(Task.priority.desc(), Task.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return db.session.scalar(
+        update(Task)
+        .where(Task.id == pick)
+        .values(live_count=Task.live_count + 1)
+        .returning(Task)
+        .execution_options(populate_existing=True)
+    )
 
 
 def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment | None:
-    """Lease the next task the calling worker may do (None when there is nothing)."""
+    """Lease the next task the calling worker may do (None when there is nothing).
+
+    One savepoint per attempt holds the claim, the assignment and the budget hold, written in
+    that order so the job's escrow (every lease of the job takes it) is locked last, for the
+    least time: from the hold to the commit."""
     worker = my_worker_profile()
     _require_working(worker)
     now = clock.now()
@@ -148,13 +144,9 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
             # may then write the job's row (a budget warning), which funding and refunds
             # lock before the escrow.
             db.session.commit()
-        if not money.can_afford_a_judgment(job, worker.id):
-            continue  # leasing for this job stops until it is funded again
         share = max(gold_probability(job, worker), restricted_share)
         order = [True, False] if random.random() < share else [False, True]
         for gold in order:
-            # A savepoint per attempt: if the hold is refused (a concurrent lease took the
-            # last of the budget), the claimed slot is given back with it.
             attempt = db.session.begin_nested()
             task = _claim(job, worker, gold)
             if task is None:
@@ -172,14 +164,22 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
                 ip_hash=_hash(request.remote_addr),
             )
             db.session.add(assignment)
-            db.session.flush()
             try:
-                money.place_hold(job, assignment)
+                db.session.flush()
+            except IntegrityError:
+                # The same worker leased this task in parallel (another tool of theirs),
+                # committing after the claim's snapshot was taken: try the next task.
+                attempt.rollback()
+                continue
+            try:
+                budget_low = money.place_hold(job, assignment)
             except InsufficientFunds:
                 attempt.rollback()
-                break
+                break  # leasing for this job stops until it is funded again
             attempt.commit()
             commit_and_keep(task, job)  # the response shows both
+            if budget_low:
+                money.warn_budget_low(job.id)
             return assignment
     db.session.commit()  # lazily expired leases stay expired
     return None
