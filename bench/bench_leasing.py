@@ -296,6 +296,10 @@ def gunicorn(label: str, spec: str, chdir: Path, url: str, args, logs: Path) -> 
         "--workers", str(args.workers),
         "--worker-class", "gthread",
         "--threads", str(args.threads),
+        # Each worker its own listening socket, so the kernel spreads the clients' kept-alive
+        # connections over the workers; on one shared socket, whichever worker is awake
+        # accepts most of them and the others idle.
+        "--reuse-port",
         "--bind", f"127.0.0.1:{port}",
         "--chdir", str(chdir),
         "--timeout", "120",
@@ -309,7 +313,7 @@ def gunicorn(label: str, spec: str, chdir: Path, url: str, args, logs: Path) -> 
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # many workers boot slowly on two cores
         while True:
             if server.poll() is not None:
                 raise RuntimeError(f"{label} exited: {log_path.read_text()[-2000:]}")
@@ -321,7 +325,7 @@ def gunicorn(label: str, spec: str, chdir: Path, url: str, args, logs: Path) -> 
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{label} did not answer within 60 s")
+                raise RuntimeError(f"{label} did not answer within 180 s")
             time.sleep(0.2)
         yield port
     finally:
@@ -555,7 +559,9 @@ def capture_statements(app, method: str, path: str, token: str, body: dict):
                 return f"{Path(name).relative_to(ROOT)}:{frame.name}"
         return "?"
 
-    def grab(_conn, _cursor, statement, parameters, _context, _many):
+    def grab(_conn, _cursor, statement, parameters, _context, many):
+        if many:  # an executemany (a batch of rows): its first row's values stand for all
+            parameters = parameters[0]
         captured.append((statement, parameters, origin()))
 
     with app.app_context():

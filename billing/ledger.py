@@ -20,11 +20,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from billing.models import LedgerAccount, LedgerEntry, LedgerTransaction, OwnerType, Purpose
 from marketplace import clock
 from marketplace.database import db
 from marketplace.errors import InsufficientFunds
+
+_TRANSACTIONS = LedgerTransaction.__table__
+_ENTRIES = LedgerEntry.__table__
+_ACCOUNTS = LedgerAccount.__table__
 
 NON_NEGATIVE = {
     Purpose.BALANCE,
@@ -204,6 +209,10 @@ def post(
     # No look-up first: the unique key refuses a replay, which then returns the first one.
     nested = db.session.begin_nested() if savepoint else None
     try:
+        db.session.flush()  # the caller's pending rows go first, before any balance
+        connection = db.session.connection()
+        # Core statements on the session's connection: this runs on every lease and every
+        # settlement, and the ORM's unit of work costs several times the SQL.
         txn = LedgerTransaction(
             kind=kind,
             idempotency_key=idempotency_key,
@@ -214,10 +223,22 @@ def post(
             reference=reference,
             memo=memo,
         )
-        db.session.add(txn)
-        db.session.flush()
-        db.session.execute(
-            insert(LedgerEntry),
+        txn.id = connection.execute(
+            insert(_TRANSACTIONS)
+            .values(
+                kind=kind,
+                idempotency_key=idempotency_key,
+                created_at=txn.created_at,
+                job_id=job_id,
+                worker_id=worker_id,
+                organization_id=organization_id,
+                reference=reference,
+                memo=memo,
+            )
+            .returning(_TRANSACTIONS.c.id)
+        ).scalar_one()
+        connection.execute(
+            insert(_ENTRIES),
             [
                 {
                     "transaction_id": txn.id,
@@ -236,13 +257,14 @@ def post(
         balances: dict[int, int] = {}
         for leg in sorted(legs, key=lambda leg: (LOCK_ORDER[leg.account.purpose], leg.account.id)):
             statement = (
-                update(LedgerAccount)
-                .where(LedgerAccount.id == leg.account.id)
-                .values(balance=LedgerAccount.balance + leg.amount)
+                update(_ACCOUNTS)
+                .where(_ACCOUNTS.c.id == leg.account.id)
+                .values(balance=_ACCOUNTS.c.balance + leg.amount)
+                .returning(_ACCOUNTS.c.balance)
             )
             if leg.amount < 0 and leg.account.purpose in NON_NEGATIVE:
-                statement = statement.where(LedgerAccount.balance + leg.amount >= 0)
-            after = db.session.execute(statement.returning(LedgerAccount.balance)).scalar()
+                statement = statement.where(_ACCOUNTS.c.balance + leg.amount >= 0)
+            after = connection.execute(statement).scalar()
             if after is None:
                 raise InsufficientFunds(
                     f"Not enough money in the {leg.account.purpose.value} account for this "
@@ -264,9 +286,11 @@ def post(
         if nested is not None:
             nested.rollback()
         raise
+    # Loaded accounts show the new balances when next read.
     for leg in legs:
-        if isinstance(leg.account, LedgerAccount):
-            db.session.expire(leg.account, ["balance"])
+        loaded = db.session.identity_map.get(identity_key(LedgerAccount, leg.account.id))
+        if loaded is not None:
+            db.session.expire(loaded, ["balance"])
     return txn
 
 
