@@ -140,23 +140,12 @@ def account(owner_type: OwnerType, owner_id: int, purpose: Purpose, currency: st
     found = db.session.scalar(select(LedgerAccount).filter_by(**key))
     if found is not None:
         return found
-    if db.engine.dialect.name == "postgresql":
-        # Created and committed in a transaction of its own, so no caller ever holds a new
-        # account's key locked: two settlements each creating the account the other needs
-        # next would wait on each other. An unused empty account is harmless.
-        with db.engine.connect() as connection:
-            connection.execute(
-                pg_insert(LedgerAccount)
-                .values(**key, balance=0, created_at=clock.now())
-                .on_conflict_do_nothing(index_elements=list(key))
-            )
-            connection.commit()
-    else:  # one writer at a time, and it holds the database: create it in its transaction
-        db.session.execute(
-            sqlite_insert(LedgerAccount)
-            .values(**key, balance=0, created_at=clock.now())
-            .on_conflict_do_nothing(index_elements=list(key))
-        )
+    insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(
+        insert_(LedgerAccount)
+        .values(**key, balance=0, created_at=clock.now())
+        .on_conflict_do_nothing(index_elements=list(key))
+    )
     return db.session.scalar(select(LedgerAccount).filter_by(**key))
 
 

@@ -321,6 +321,13 @@ def release_hold_in_txn(assignment_id: int) -> None:
     hold.ended_at = clock.now()
 
 
+def open_worker_pay(worker_id: int, currency: str) -> None:
+    """Make sure the worker's pending-pay account exists, early in a submit, before the
+    transaction locks anything: settlements lock the job's holds account before the workers'
+    accounts, and creating an account there could wait on another settlement creating it."""
+    _worker_ref(Purpose.PENDING, worker_id, currency)
+
+
 def settle_judgment_in_txn(assignment_id: int, organization_id: int | None) -> Earning | None:
     """An accepted judgment: the hold becomes the worker's pending pay, the fee, the margin."""
     hold = get_for_update(Hold, assignment_id)

@@ -21,8 +21,18 @@ from flask import current_app, request
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from billing import services as billing
 from credentials import eligibility
-from jobs import accuracy, agreement, answers, completion, escalation, money, signals
+from jobs import (
+    accuracy,
+    agreement,
+    answers,
+    completion,
+    escalation,
+    money,
+    services,
+    signals,
+)
 from jobs.fraud_risk import restricted_gold_rate
 from jobs.gold import gold_probability, visible_status_filter
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
@@ -295,6 +305,7 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             errors={"answer": [problem]},
         )
     _check_still_eligible(assignment, worker, job)
+    billing.open_worker_pay(worker.id, job.currency)
     now = clock.now()
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.answer = answer
@@ -321,10 +332,17 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             money.release_hold(assignment)  # a wrong gold answer earns nothing
     db.session.flush()
     signals.judgment_submitted.send(assignment, job=job, task=task)
-    if not task.is_gold:
-        completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
-    accuracy.feed_skill_levels(job, worker)
-    commit_and_keep(task, job)
+    # A job whose last open task this closes is completed after the commit, here.
+    to_complete: set[int] = db.session.info.setdefault(services.COMPLETE_AFTER_COMMIT, set())
+    try:
+        if not task.is_gold:
+            completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
+        accuracy.feed_skill_levels(job, worker)
+        commit_and_keep(task, job)
+    finally:
+        db.session.info.pop(services.COMPLETE_AFTER_COMMIT, None)
+    for done_job_id in to_complete:
+        services.complete_job(done_job_id)
     return assignment
 
 

@@ -27,6 +27,9 @@ from marketplace.pagination import paginate
 # answer) stays fixed; post a new job to change it.
 # The advisory-lock key space in which closers of one job's tasks queue (complete_job_soon).
 COMPLETION_LOCK_SPACE = 0x4A4F42
+# Where a caller that will call complete_job itself after its commit (submit) collects the
+# jobs to complete, saving the background job its own connection and session.
+COMPLETE_AFTER_COMMIT = "crowdline.complete_after_commit"
 
 CHANGEABLE_WHILE_RUNNING = {
     "title",
@@ -315,7 +318,11 @@ def complete_job_soon(job: Job) -> None:
         .limit(1)
     )
     if open_tasks is None:
-        background.enqueue("jobs.tasks.complete_job", job.id)
+        after_commit = db.session.info.get(COMPLETE_AFTER_COMMIT)
+        if after_commit is not None:  # the caller completes it itself, on its connection
+            after_commit.add(job.id)
+        else:
+            background.enqueue("jobs.tasks.complete_job", job.id)
 
 
 def complete_job(job_id: int) -> bool:
