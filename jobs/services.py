@@ -22,15 +22,15 @@ from marketplace.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from marketplace.locking import get_for_update
 from marketplace.pagination import paginate
 
-# What may change once a job has been activated: presentation, pacing and quality knobs.
-# The contract with workers already holding tasks (what to answer, for how much, who may
-# answer) stays fixed; post a new job to change it.
 # The advisory-lock key space in which closers of one job's tasks queue (complete_job_soon).
 COMPLETION_LOCK_SPACE = 0x4A4F42
 # Where a caller that will call complete_job itself after its commit (submit) collects the
 # jobs to complete, saving the background job its own connection and session.
 COMPLETE_AFTER_COMMIT = "crowdline.complete_after_commit"
 
+# What may change once a job has been activated: presentation, pacing and quality knobs.
+# The contract with workers already holding tasks (what to answer, for how much, who may
+# answer) stays fixed; post a new job to change it.
 CHANGEABLE_WHILE_RUNNING = {
     "title",
     "instructions",
