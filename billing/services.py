@@ -273,9 +273,9 @@ def place_hold_in_txn(
     currency: str,
     margin: int = 0,
     vendor_organization_id: int | None = None,
-) -> Hold:
+) -> int:
     """Hold one judgment's price, fee and margin on the job's escrow, or raise
-    InsufficientFunds (the lease is then not made)."""
+    InsufficientFunds (the lease is then not made). Returns the free budget left."""
     fee = platform_fee(price)
     hold = Hold(
         assignment_id=assignment_id,
@@ -289,18 +289,17 @@ def place_hold_in_txn(
         status=HoldStatus.HELD,
         created_at=clock.now(),
     )
-    ledger.post(
+    db.session.add(hold)  # written with the posting's rows, before its balances
+    escrow = _job_ref(Purpose.ESCROW, job_id, currency)
+    txn = ledger.post(
         "hold",
         f"hold:{assignment_id}",
-        [
-            Leg(_job_ref(Purpose.ESCROW, job_id, currency), -hold.total),
-            Leg(_job_ref(Purpose.HOLDS, job_id, currency), hold.total),
-        ],
+        [Leg(escrow, -hold.total), Leg(_job_ref(Purpose.HOLDS, job_id, currency), hold.total)],
         job_id=job_id,
         worker_id=worker_id,
+        savepoint=False,  # the lease's own savepoint undoes a refused hold; the key is new
     )
-    db.session.add(hold)
-    return hold
+    return txn.balances[escrow.id] if txn else free_budget(job_id, currency)
 
 
 def release_hold_in_txn(assignment_id: int) -> None:
@@ -320,6 +319,13 @@ def release_hold_in_txn(assignment_id: int) -> None:
     )
     hold.status = HoldStatus.RELEASED
     hold.ended_at = clock.now()
+
+
+def open_worker_pay(worker_id: int, currency: str) -> None:
+    """Make sure the worker's pending-pay account exists, early in a submit, before the
+    transaction locks anything: settlements lock the job's holds account before the workers'
+    accounts, and creating an account there could wait on another settlement creating it."""
+    _worker_ref(Purpose.PENDING, worker_id, currency)
 
 
 def settle_judgment_in_txn(assignment_id: int, organization_id: int | None) -> Earning | None:
@@ -344,16 +350,6 @@ def settle_judgment_in_txn(assignment_id: int, organization_id: int | None) -> E
                 hold.margin,
             )
         )
-    txn = ledger.post(
-        "settlement",
-        f"settle:{assignment_id}",
-        legs,
-        job_id=hold.job_id,
-        worker_id=hold.worker_id,
-        organization_id=organization_id,
-    )
-    hold.status = HoldStatus.SETTLED
-    hold.ended_at = clock.now()
     earning = Earning(
         worker_id=hold.worker_id,
         job_id=hold.job_id,
@@ -365,9 +361,26 @@ def settle_judgment_in_txn(assignment_id: int, organization_id: int | None) -> E
         status=EarningStatus.PENDING,
         created_at=clock.now(),
         available_at=clock.now() + timedelta(seconds=settings().qa_window_seconds),
-        settled_transaction_id=txn.id if txn else None,
     )
-    db.session.add(earning)
+    hold.status = HoldStatus.SETTLED
+    hold.ended_at = clock.now()
+
+    def write_earning(txn: LedgerTransaction) -> None:
+        earning.settled_transaction_id = txn.id
+        db.session.add(earning)
+
+    posted = ledger.post(
+        "settlement",
+        f"settle:{assignment_id}",
+        legs,
+        job_id=hold.job_id,
+        worker_id=hold.worker_id,
+        organization_id=organization_id,
+        also=write_earning,  # the earning (and the hold) before the busy balances
+        savepoint=False,  # the hold's row lock guards the key; a failure fails the request
+    )
+    if posted is None:
+        db.session.add(earning)  # nothing moved (a free job): the earning is all there is
     return earning
 
 

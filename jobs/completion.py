@@ -9,7 +9,7 @@ accuracy is its confidence shrunk towards chance: `chance + PRELABEL_SHRINK * (c
 
 Everything runs inside submit's transaction with the task row locked: the adaptive target
 changes only under that lock (invariant 1). Lock order: task row, workers' quality rows (by
-worker id), then the job's escrow, then money.
+worker id), then money, last (the job's holds account, workers' accounts, the platform's fees).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from billing.models import LedgerAccount, OwnerType, Purpose
 from jobs import accuracy, agreement, answers, consensus, escalation, events, money, review
 from jobs.models import Assignment, AssignmentStatus, Job, Task, TaskStatus
-from jobs.services import complete_job_if_done
+from jobs.services import complete_job_soon
 from marketplace import clock
 from marketplace.database import db
 
@@ -35,14 +35,12 @@ OTHER = "\x00other"
 
 
 def lock_job_money(job_id: int) -> None:
-    """Lock the job's escrow account before settling judgments.
-
-    Settling locks the job's holds account, then each worker's accounts, creating them on
-    first use: two settlements creating each other's accounts deadlocked (500s). Leases
-    take this lock before holds already, so the job's money moves now queue on one row. It
-    also serialises completions, so the last two tasks of a job cannot finish side by side,
-    each seeing the other still open, and leave the job active. (Not the job's row: cancels
-    lock it before assignments and tasks, the reverse of this loop's order.)"""
+    """Lock the job's escrow account before moving a job's money outside the task loop's
+    hot path (gold answers, late judgments, removals, voiding): those paths lock the escrow
+    first, as leases do, so they queue behind one row. Closing a task no longer takes it:
+    settlement there is the transaction's last write, worker accounts exist before it
+    (billing.open_worker_pay), and completion checks queue on their own advisory lock
+    (services.complete_job_soon)."""
     db.session.execute(
         select(LedgerAccount.id)
         .where(
@@ -172,13 +170,14 @@ def close(
     )
     if review_reason is None and _ambiguous(current, key):
         review_reason = "ambiguous"
-    lock_job_money(job.id)
+    events.task_completed(job, task)
+    review.queue_if_needed(job, task, review_reason)
+    # Money last: settling locks the job's holds account and the platform's fees account,
+    # which every settlement needs, so they are held only from here to the commit.
     for assignment, _ in newly:
         assignment.status = AssignmentStatus.ACCEPTED
         money.settle_judgment(assignment)
-    events.task_completed(job, task)
-    review.queue_if_needed(job, task, review_reason)
-    complete_job_if_done(job)
+    complete_job_soon(job)
 
 
 def _ambiguous(current: Ballot, key: str) -> bool:

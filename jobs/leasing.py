@@ -19,14 +19,25 @@ from typing import Any
 
 from flask import current_app, request
 from sqlalchemy import exists, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
+from billing import services as billing
 from credentials import eligibility
-from jobs import accuracy, agreement, answers, completion, escalation, money, signals
+from jobs import (
+    accuracy,
+    agreement,
+    answers,
+    completion,
+    escalation,
+    money,
+    services,
+    signals,
+)
 from jobs.fraud_risk import restricted_gold_rate
 from jobs.gold import gold_probability, visible_status_filter
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
 from marketplace import clock
-from marketplace.database import db
+from marketplace.database import commit_and_keep, db
 from marketplace.errors import (
     Conflict,
     InsufficientFunds,
@@ -97,46 +108,41 @@ def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) ->
 
 
 def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
-    """Take one slot on the next task of `job` this worker has never had, atomically."""
+    """Take one slot on the next task of `job` this worker has never had, atomically: one
+    UPDATE of the row a locking sub-select picked (PostgreSQL: FOR UPDATE SKIP LOCKED, so
+    concurrent leasers take different rows), returning the task."""
     never_had = ~exists().where(Assignment.task_id == Task.id, Assignment.worker_id == worker.id)
     tier = escalation.lease_filter(job, worker)  # escalated tasks: qualified workers only
-    for _ in range(3):
-        task_id = db.session.scalar(
-            select(Task.id)
-            .where(
-                Task.job_id == job.id,
-                Task.status == TaskStatus.OPEN,
-                Task.is_gold.is_(gold),
-                Task.live_count + Task.submitted_count < Task.redundancy_target,
-                never_had,
-                tier,
-            )
-            .order_by(Task.priority.desc(), Task.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
+    pick = (
+        select(Task.id)
+        .where(
+            Task.job_id == job.id,
+            Task.status == TaskStatus.OPEN,
+            Task.is_gold.is_(gold),
+            Task.live_count + Task.submitted_count < Task.redundancy_target,
+            never_had,
+            tier,
         )
-        if task_id is None:
-            return None
-        # Checked again under the row lock, with a fresh snapshot: a lease of this task by
-        # the same worker (a tool leasing in parallel) that committed while the select ran
-        # is invisible to the select's snapshot, and would fail the unique insert (a 500).
-        taken = db.session.execute(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                Task.status == TaskStatus.OPEN,
-                Task.live_count + Task.submitted_count < Task.redundancy_target,
-                never_had,
-            )
-            .values(live_count=Task.live_count + 1)
-        )
-        if taken.rowcount == 1:
-            return db.session.get(Task, task_id, populate_existing=True)
-    return None
+        .order_by(Task.priority.desc(), Task.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return db.session.scalar(
+        update(Task)
+        .where(Task.id == pick)
+        .values(live_count=Task.live_count + 1)
+        .returning(Task)
+        .execution_options(populate_existing=True)
+    )
 
 
 def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment | None:
-    """Lease the next task the calling worker may do (None when there is nothing)."""
+    """Lease the next task the calling worker may do (None when there is nothing).
+
+    One savepoint per attempt holds the claim, the assignment and the budget hold, written in
+    that order so the job's escrow (every lease of the job takes it) is locked last, for the
+    least time: from the hold to the commit."""
     worker = my_worker_profile()
     _require_working(worker)
     now = clock.now()
@@ -148,13 +154,9 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
             # may then write the job's row (a budget warning), which funding and refunds
             # lock before the escrow.
             db.session.commit()
-        if not money.can_afford_a_judgment(job, worker.id):
-            continue  # leasing for this job stops until it is funded again
         share = max(gold_probability(job, worker), restricted_share)
         order = [True, False] if random.random() < share else [False, True]
         for gold in order:
-            # A savepoint per attempt: if the hold is refused (a concurrent lease took the
-            # last of the budget), the claimed slot is given back with it.
             attempt = db.session.begin_nested()
             task = _claim(job, worker, gold)
             if task is None:
@@ -172,14 +174,22 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
                 ip_hash=_hash(request.remote_addr),
             )
             db.session.add(assignment)
-            db.session.flush()
             try:
-                money.place_hold(job, assignment)
+                db.session.flush()
+            except IntegrityError:
+                # The same worker leased this task in parallel (another tool of theirs),
+                # committing after the claim's snapshot was taken: try the next task.
+                attempt.rollback()
+                continue
+            try:
+                budget_low = money.place_hold(job, assignment)
             except InsufficientFunds:
                 attempt.rollback()
-                break
+                break  # leasing for this job stops until it is funded again
             attempt.commit()
-            db.session.commit()
+            commit_and_keep(task, job)  # the response shows both
+            if budget_low:
+                money.warn_budget_low(job.id)
             return assignment
     db.session.commit()  # lazily expired leases stay expired
     return None
@@ -295,6 +305,7 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             errors={"answer": [problem]},
         )
     _check_still_eligible(assignment, worker, job)
+    billing.open_worker_pay(worker.id, job.currency)
     now = clock.now()
     assignment.status = AssignmentStatus.SUBMITTED
     assignment.answer = answer
@@ -321,10 +332,17 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             money.release_hold(assignment)  # a wrong gold answer earns nothing
     db.session.flush()
     signals.judgment_submitted.send(assignment, job=job, task=task)
-    if not task.is_gold:
-        completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
-    accuracy.feed_skill_levels(job, worker)
-    db.session.commit()
+    # A job whose last open task this closes is completed after the commit, here.
+    to_complete: set[int] = db.session.info.setdefault(services.COMPLETE_AFTER_COMMIT, set())
+    try:
+        if not task.is_gold:
+            completion.judge_task(job, task)  # adaptive consensus: close, extend or escalate
+        accuracy.feed_skill_levels(job, worker)
+        commit_and_keep(task, job)
+    finally:
+        db.session.info.pop(services.COMPLETE_AFTER_COMMIT, None)
+    for done_job_id in to_complete:
+        services.complete_job(done_job_id)
     return assignment
 
 

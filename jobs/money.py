@@ -6,7 +6,7 @@ hold (or a judgment accepted without its pay) can never be committed."""
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billing import services as billing
 from jobs import events
@@ -40,21 +40,14 @@ def vendor_margin(job: Job, worker_id: int) -> tuple[int, int | None]:
     return (job.price_amount * row.vendor_margin_bps + 5000) // 10_000, row.organization_id
 
 
-def can_afford_a_judgment(job: Job, worker_id: int) -> bool:
-    margin, _ = vendor_margin(job, worker_id)
-    return billing.free_budget(job.id, job.currency) >= billing.hold_cost(job.price_amount, margin)
-
-
-def place_hold(job: Job, assignment: Assignment) -> None:
+def place_hold(job: Job, assignment: Assignment) -> bool:
     """Reserve one judgment's price (+ fee, + margin) on the job's escrow for a new lease;
-    raises InsufficientFunds when the free budget cannot cover it."""
+    raises InsufficientFunds when the free budget cannot cover it. Returns whether the free
+    budget is now low and the client not yet told: the caller then calls `warn_budget_low`
+    after its commit (the warning writes the job's row, which funding and refunds lock
+    before the escrow, so it may not be written while this transaction holds the escrow)."""
     margin, vendor = vendor_margin(job, assignment.worker_id)
-    # Warn before holding: the warning writes the job's row, and every transaction must take
-    # a job's row before its ledger accounts (a refund locks the job, then the escrow), or
-    # the two wait on each other. If the hold is refused, the warning is undone with it.
-    free = billing.free_budget(job.id, job.currency)
-    _warn_if_budget_low(job, free - billing.hold_cost(job.price_amount, margin))
-    billing.place_hold_in_txn(
+    free = billing.place_hold_in_txn(
         job_id=job.id,
         worker_id=assignment.worker_id,
         assignment_id=assignment.id,
@@ -63,15 +56,28 @@ def place_hold(job: Job, assignment: Assignment) -> None:
         margin=margin,
         vendor_organization_id=vendor,
     )
+    return job.budget_low_notified_at is None and free < _low_budget(job)
 
 
-def _warn_if_budget_low(job: Job, free: int) -> None:
-    threshold = current_app.config["CROWDLINE"].budget_low_judgments * billing.hold_cost(
+def _low_budget(job: Job) -> int:
+    return current_app.config["CROWDLINE"].budget_low_judgments * billing.hold_cost(
         job.price_amount
     )
-    if free < threshold and job.budget_low_notified_at is None:
-        job.budget_low_notified_at = clock.now()
-        events.budget_low(job, free)
+
+
+def warn_budget_low(job_id: int) -> None:
+    """Tell the client once that the job's budget is running low (its own transaction)."""
+    job = db.session.get(Job, job_id)
+    free = billing.free_budget(job.id, job.currency)
+    if free < _low_budget(job):
+        marked = db.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.budget_low_notified_at.is_(None))
+            .values(budget_low_notified_at=clock.now())
+        )
+        if marked.rowcount == 1:  # not already told by a concurrent lease
+            events.budget_low(job, free)
+    db.session.commit()
 
 
 def release_hold(assignment: Assignment) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from billing import services as billing
 from jobs import events, money
@@ -21,6 +21,12 @@ from marketplace.database import db
 from marketplace.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from marketplace.locking import get_for_update
 from marketplace.pagination import paginate
+
+# The advisory-lock key space in which closers of one job's tasks queue (complete_job_soon).
+COMPLETION_LOCK_SPACE = 0x4A4F42
+# Where a caller that will call complete_job itself after its commit (submit) collects the
+# jobs to complete, saving the background job its own connection and session.
+COMPLETE_AFTER_COMMIT = "crowdline.complete_after_commit"
 
 # What may change once a job has been activated: presentation, pacing and quality knobs.
 # The contract with workers already holding tasks (what to answer, for how much, who may
@@ -289,6 +295,42 @@ def complete_job_if_done(job: Job) -> bool:
     events.job_completed(job)
     background.enqueue("jobs.tasks.job_completed", job.id)  # flags, batch labels
     return True
+
+
+def complete_job_soon(job: Job) -> None:
+    """After a task of `job` closed: when no real task is left open, complete the job right
+    after this transaction commits, in a transaction of its own that takes the job's row
+    first (as cancelling does), not while this one holds task rows and money.
+
+    Closers of one job's tasks queue here (a transaction-scoped advisory lock on
+    PostgreSQL; SQLite has one writer anyway) until they commit, so the last two tasks
+    closing side by side cannot each see the other still open and leave the job active."""
+    if job.status not in (JobStatus.ACTIVE, JobStatus.PAUSED):
+        return
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :job)"),
+            {"space": COMPLETION_LOCK_SPACE, "job": job.id % 2**31},
+        )
+    open_tasks = db.session.scalar(
+        select(Task.id)
+        .where(Task.job_id == job.id, Task.is_gold.is_(False), Task.status == TaskStatus.OPEN)
+        .limit(1)
+    )
+    if open_tasks is None:
+        after_commit = db.session.info.get(COMPLETE_AFTER_COMMIT)
+        if after_commit is not None:  # the caller completes it itself, on its connection
+            after_commit.add(job.id)
+        else:
+            background.enqueue("jobs.tasks.complete_job", job.id)
+
+
+def complete_job(job_id: int) -> bool:
+    """Complete the job if no real task is open (background: see complete_job_soon)."""
+    job = get_for_update(Job, job_id)
+    done = job is not None and complete_job_if_done(job)
+    db.session.commit()
+    return done
 
 
 def list_tasks(job_id: int, args: dict[str, Any]) -> dict[str, Any]:

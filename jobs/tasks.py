@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jobs import batch, completion, leasing, throughput, webhooks
+from jobs import batch, completion, leasing, services, throughput, webhooks
 from marketplace.background import register_periodic
 
 
@@ -24,6 +24,11 @@ def deliver_due_webhooks() -> int:
 def reject_pending_of_removed(worker_id: int, job_id: int) -> int:
     """A worker fell below a job's accuracy floor: reject their undecided judgments there."""
     return completion.reject_pending_of_removed(worker_id, job_id)
+
+
+def complete_job(job_id: int) -> bool:
+    """Complete a job whose last open task just closed (after that commit)."""
+    return services.complete_job(job_id)
 
 
 def job_completed(job_id: int) -> None:

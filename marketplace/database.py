@@ -131,3 +131,16 @@ def retry_on_conflict(view: Callable) -> Callable:
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def commit_and_keep(*instances: Any) -> None:
+    """Commit without expiring what the session has loaded, and keep `instances` in it: a
+    request that answers from these objects right after its commit then needs no second
+    round of look-ups. Only as a request's last write: its objects are not reloaded."""
+    session = db.session()
+    session.info.setdefault("kept", []).extend(instances)
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True

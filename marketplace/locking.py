@@ -1,5 +1,6 @@
 """Row locks that work whatever a model eagerly joins (PostgreSQL refuses FOR UPDATE on the
-nullable side of an outer join, and eager `joined` relationships add one)."""
+nullable side of an outer join, and eager `joined` relationships add one: the lock names
+the model's own table only)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ M = TypeVar("M")
 
 
 def get_for_update(model: type[M], row_id: int) -> M | None:
-    """Lock the row (SELECT … FOR UPDATE; a no-op on SQLite) and return it freshly loaded."""
+    """Lock the row (SELECT … FOR UPDATE OF its table; a no-op on SQLite) and return it
+    freshly loaded, in one statement."""
     key = inspect(model).primary_key[0]
-    locked = db.session.scalar(select(key).where(key == row_id).with_for_update())
-    if locked is None:
-        return None
-    return db.session.get(model, row_id, populate_existing=True)
+    return db.session.scalar(
+        select(model)
+        .where(key == row_id)
+        .with_for_update(of=model)
+        .execution_options(populate_existing=True)
+    )
 
 
 def lock(instance: M) -> M:
