@@ -163,6 +163,22 @@ def find(idempotency_key: str) -> LedgerTransaction | None:
     )
 
 
+@dataclass
+class Posting:
+    """One balanced transaction to write (see `post` and `post_together`)."""
+
+    kind: str
+    idempotency_key: str
+    legs: list[Leg]
+    job_id: int | None = None
+    worker_id: int | None = None
+    organization_id: int | None = None
+    reference: str | None = None
+    memo: str = ""
+    # The caller's own rows that name the transaction, written before any balance moves.
+    also: Callable[[LedgerTransaction], None] | None = None
+
+
 def post(
     kind: str,
     idempotency_key: str,
@@ -187,42 +203,86 @@ def post(
     `savepoint=False` is for callers whose own savepoint (or whose failing request) undoes
     a refused debit, and whose key cannot have been posted before (it names a row they hold
     locked or have just created): it saves two statements per posting."""
-    legs = [leg for leg in legs if leg.amount != 0]
-    if not legs:
+    posting = Posting(
+        kind, idempotency_key, legs, job_id, worker_id, organization_id, reference, memo, also
+    )
+    if not _moving(posting):
         return None  # nothing moves (a free job): no transaction
-    if sum(leg.amount for leg in legs) != 0:
-        raise UnbalancedTransaction(f"{kind}: legs sum to {sum(leg.amount for leg in legs)}")
-    currencies = {leg.account.currency for leg in legs}
-    if len(currencies) != 1:
-        raise UnbalancedTransaction(f"{kind}: mixed currencies {sorted(currencies)}")
-    # No look-up first: the unique key refuses a replay, which then returns the first one.
     nested = db.session.begin_nested() if savepoint else None
     try:
-        db.session.flush()  # the caller's pending rows go first, before any balance
-        connection = db.session.connection()
-        # Core statements on the session's connection: this runs on every lease and every
-        # settlement, and the ORM's unit of work costs several times the SQL.
+        (txn,) = _write_all([posting])
+        if nested is not None:
+            nested.commit()
+    except IntegrityError:
+        if nested is None:
+            raise
+        nested.rollback()
+        if existing := find(idempotency_key):  # a concurrent post of the same key won
+            return existing
+        raise
+    except Exception:
+        if nested is not None:
+            nested.rollback()
+        raise
+    return txn
+
+
+def post_together(postings: list[Posting]) -> list[LedgerTransaction | None]:
+    """Write several transactions at once (a task's judgments settling together): each its
+    own rows, then every account's balance moved once by the sum of its legs, in LOCK_ORDER.
+    The busy accounts are locked once, for one statement each, however many postings there
+    are. No savepoint: the caller's failing request undoes a refused debit, and each key must
+    be new (it names a row the caller holds locked). Returns one transaction per posting,
+    None where nothing moves; each shows the balances after all of them."""
+    moving = [p for p in postings if _moving(p)]
+    written = iter(_write_all(moving) if moving else [])
+    return [next(written) if _moving(p) else None for p in postings]
+
+
+def _moving(posting: Posting) -> bool:
+    """Whether the posting moves money (checking that its legs balance in one currency)."""
+    legs = [leg for leg in posting.legs if leg.amount != 0]
+    if not legs:
+        return False
+    if sum(leg.amount for leg in legs) != 0:
+        total = sum(leg.amount for leg in legs)
+        raise UnbalancedTransaction(f"{posting.kind}: legs sum to {total}")
+    currencies = {leg.account.currency for leg in legs}
+    if len(currencies) != 1:
+        raise UnbalancedTransaction(f"{posting.kind}: mixed currencies {sorted(currencies)}")
+    return True
+
+
+def _write_all(postings: list[Posting]) -> list[LedgerTransaction]:
+    db.session.flush()  # the caller's pending rows go first, before any balance
+    connection = db.session.connection()
+    # Core statements on the session's connection: this runs on every lease and every
+    # settlement, and the ORM's unit of work costs several times the SQL.
+    txns: list[LedgerTransaction] = []
+    moves: dict[int, tuple[Leg, int]] = {}  # account id -> (a leg naming it, summed amount)
+    for posting in postings:
+        legs = [leg for leg in posting.legs if leg.amount != 0]
         txn = LedgerTransaction(
-            kind=kind,
-            idempotency_key=idempotency_key,
+            kind=posting.kind,
+            idempotency_key=posting.idempotency_key,
             created_at=clock.now(),
-            job_id=job_id,
-            worker_id=worker_id,
-            organization_id=organization_id,
-            reference=reference,
-            memo=memo,
+            job_id=posting.job_id,
+            worker_id=posting.worker_id,
+            organization_id=posting.organization_id,
+            reference=posting.reference,
+            memo=posting.memo,
         )
         txn.id = connection.execute(
             insert(_TRANSACTIONS)
             .values(
-                kind=kind,
-                idempotency_key=idempotency_key,
+                kind=txn.kind,
+                idempotency_key=txn.idempotency_key,
                 created_at=txn.created_at,
-                job_id=job_id,
-                worker_id=worker_id,
-                organization_id=organization_id,
-                reference=reference,
-                memo=memo,
+                job_id=txn.job_id,
+                worker_id=txn.worker_id,
+                organization_id=txn.organization_id,
+                reference=txn.reference,
+                memo=txn.memo,
             )
             .returning(_TRANSACTIONS.c.id)
         ).scalar_one()
@@ -238,49 +298,52 @@ def post(
                 for leg in legs
             ],
         )
-        if also is not None:
-            also(txn)
-            db.session.flush()
-        # In LOCK_ORDER, so postings over the same accounts cannot deadlock each other (a
-        # refused debit rolls every leg back with the savepoint).
-        balances: dict[int, int] = {}
-        for leg in sorted(legs, key=lambda leg: (LOCK_ORDER[leg.account.purpose], leg.account.id)):
-            statement = (
-                update(_ACCOUNTS)
-                .where(_ACCOUNTS.c.id == leg.account.id)
-                .values(balance=_ACCOUNTS.c.balance + leg.amount)
-                .returning(_ACCOUNTS.c.balance)
-            )
-            if leg.amount < 0 and leg.account.purpose in NON_NEGATIVE:
-                statement = statement.where(_ACCOUNTS.c.balance + leg.amount >= 0)
-            after = connection.execute(statement).scalar()
-            if after is None:
-                raise InsufficientFunds(
-                    f"Not enough money in the {leg.account.purpose.value} account for this "
-                    f"{kind} ({-leg.amount} {leg.account.currency} needed).",
-                    account=leg.account.purpose.value,
-                )
-            balances[leg.account.id] = after
-        txn.balances = balances  # each account's balance after this posting (not a column)
-        if nested is not None:
-            nested.commit()
-    except IntegrityError:
-        if nested is None:
-            raise
-        nested.rollback()
-        if existing := find(idempotency_key):  # a concurrent post of the same key won
-            return existing
-        raise
-    except Exception:
-        if nested is not None:
-            nested.rollback()
-        raise
+        for leg in legs:
+            _, summed = moves.get(leg.account.id, (leg, 0))
+            moves[leg.account.id] = (leg, summed + leg.amount)
+        if posting.also is not None:
+            posting.also(txn)
+        txns.append(txn)
+    if any(p.also is not None for p in postings):
+        db.session.flush()
+    balances = _move_balances(connection, postings[0].kind, list(moves.values()))
+    for txn in txns:
+        txn.balances = balances  # each account's balance afterwards (not a column)
     # Loaded accounts show the new balances when next read.
-    for leg in legs:
-        loaded = db.session.identity_map.get(identity_key(LedgerAccount, leg.account.id))
+    for account_id in moves:
+        loaded = db.session.identity_map.get(identity_key(LedgerAccount, account_id))
         if loaded is not None:
             db.session.expire(loaded, ["balance"])
-    return txn
+    return txns
+
+
+def _move_balances(connection, kind: str, moves: list[tuple[Leg, int]]) -> dict[int, int]:
+    """Each account's cached balance moved by its amount, in LOCK_ORDER, so postings over the
+    same accounts cannot deadlock each other; a debit that would take a NON_NEGATIVE account
+    below zero raises InsufficientFunds (the caller's savepoint or request undoes the rest)."""
+    balances: dict[int, int] = {}
+    for leg, amount in sorted(
+        moves, key=lambda move: (LOCK_ORDER[move[0].account.purpose], move[0].account.id)
+    ):
+        if amount == 0:
+            continue
+        statement = (
+            update(_ACCOUNTS)
+            .where(_ACCOUNTS.c.id == leg.account.id)
+            .values(balance=_ACCOUNTS.c.balance + amount)
+            .returning(_ACCOUNTS.c.balance)
+        )
+        if amount < 0 and leg.account.purpose in NON_NEGATIVE:
+            statement = statement.where(_ACCOUNTS.c.balance + amount >= 0)
+        after = connection.execute(statement).scalar()
+        if after is None:
+            raise InsufficientFunds(
+                f"Not enough money in the {leg.account.purpose.value} account for this "
+                f"{kind} ({-amount} {leg.account.currency} needed).",
+                account=leg.account.purpose.value,
+            )
+        balances[leg.account.id] = after
+    return balances
 
 
 def balance(account_: LedgerAccount) -> int:

@@ -330,58 +330,82 @@ def open_worker_pay(worker_id: int, currency: str) -> None:
 
 def settle_judgment_in_txn(assignment_id: int, organization_id: int | None) -> Earning | None:
     """An accepted judgment: the hold becomes the worker's pending pay, the fee, the margin."""
-    hold = get_for_update(Hold, assignment_id)
-    if hold is None or hold.status != HoldStatus.HELD:
-        return None
-    legs = [
-        Leg(_job_ref(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
-        Leg(_worker_ref(Purpose.PENDING, hold.worker_id, hold.currency), hold.price),
-        Leg(ledger.platform_ref(Purpose.FEES, hold.currency), hold.fee),
-    ]
-    if hold.margin:
-        legs.append(
-            Leg(
-                ledger.ref(
-                    OwnerType.ORGANIZATION,
-                    hold.vendor_organization_id,
-                    Purpose.MARGIN,
-                    hold.currency,
-                ),
-                hold.margin,
+    return settle_judgments_in_txn([assignment_id], organization_id).get(assignment_id)
+
+
+def settle_judgments_in_txn(
+    assignment_ids: list[int], organization_id: int | None
+) -> dict[int, Earning]:
+    """Accepted judgments (a task's, closing): each hold becomes its worker's pending pay,
+    the fee and the margin, as one settlement transaction per judgment; the job's holds
+    account and the platform's fees account move once for all of them, as the last writes.
+    Returns the earnings by assignment id (judgments whose hold is not held are skipped)."""
+    holds = list(
+        db.session.scalars(
+            select(Hold)
+            .where(Hold.assignment_id.in_(sorted(assignment_ids)))
+            .order_by(Hold.assignment_id)
+            .with_for_update()
+        )
+    )
+    postings: list[ledger.Posting] = []
+    earnings: dict[int, Earning] = {}
+    for hold in holds:
+        if hold.status != HoldStatus.HELD:
+            continue
+        legs = [
+            Leg(_job_ref(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
+            Leg(_worker_ref(Purpose.PENDING, hold.worker_id, hold.currency), hold.price),
+            Leg(ledger.platform_ref(Purpose.FEES, hold.currency), hold.fee),
+        ]
+        if hold.margin:
+            legs.append(
+                Leg(
+                    ledger.ref(
+                        OwnerType.ORGANIZATION,
+                        hold.vendor_organization_id,
+                        Purpose.MARGIN,
+                        hold.currency,
+                    ),
+                    hold.margin,
+                )
+            )
+        earning = Earning(
+            worker_id=hold.worker_id,
+            job_id=hold.job_id,
+            organization_id=organization_id,
+            assignment_id=hold.assignment_id,
+            kind=EarningKind.JUDGMENT,
+            amount=hold.price,
+            currency=hold.currency,
+            status=EarningStatus.PENDING,
+            created_at=clock.now(),
+            available_at=clock.now() + timedelta(seconds=settings().qa_window_seconds),
+        )
+        hold.status = HoldStatus.SETTLED
+        hold.ended_at = clock.now()
+        earnings[hold.assignment_id] = earning
+
+        def write_earning(txn: LedgerTransaction, earning: Earning = earning) -> None:
+            earning.settled_transaction_id = txn.id
+            db.session.add(earning)
+
+        postings.append(
+            ledger.Posting(
+                "settlement",
+                f"settle:{hold.assignment_id}",
+                legs,
+                job_id=hold.job_id,
+                worker_id=hold.worker_id,
+                organization_id=organization_id,
+                also=write_earning,  # the earning (and the hold) before the busy balances
             )
         )
-    earning = Earning(
-        worker_id=hold.worker_id,
-        job_id=hold.job_id,
-        organization_id=organization_id,
-        assignment_id=assignment_id,
-        kind=EarningKind.JUDGMENT,
-        amount=hold.price,
-        currency=hold.currency,
-        status=EarningStatus.PENDING,
-        created_at=clock.now(),
-        available_at=clock.now() + timedelta(seconds=settings().qa_window_seconds),
-    )
-    hold.status = HoldStatus.SETTLED
-    hold.ended_at = clock.now()
-
-    def write_earning(txn: LedgerTransaction) -> None:
-        earning.settled_transaction_id = txn.id
-        db.session.add(earning)
-
-    posted = ledger.post(
-        "settlement",
-        f"settle:{assignment_id}",
-        legs,
-        job_id=hold.job_id,
-        worker_id=hold.worker_id,
-        organization_id=organization_id,
-        also=write_earning,  # the earning (and the hold) before the busy balances
-        savepoint=False,  # the hold's row lock guards the key; a failure fails the request
-    )
-    if posted is None:
-        db.session.add(earning)  # nothing moved (a free job): the earning is all there is
-    return earning
+    # No savepoint: the holds' row locks guard the keys; a failure fails the request.
+    for earning, txn in zip(earnings.values(), ledger.post_together(postings), strict=True):
+        if txn is None:  # nothing moved (a free job): the earning is all there is
+            db.session.add(earning)
+    return earnings
 
 
 def reverse_judgment_pay_in_txn(assignment_id: int, reason: str) -> bool:

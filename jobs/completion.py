@@ -39,7 +39,7 @@ def lock_job_money(job_id: int) -> None:
     hot path (gold answers, late judgments, removals, voiding): those paths lock the escrow
     first, as leases do, so they queue behind one row. Closing a task no longer takes it:
     settlement there is the transaction's last write, worker accounts exist before it
-    (billing.open_worker_pay), and completion checks queue on their own advisory lock
+    (billing.open_worker_pay), and whether the job is done is looked at after the commit
     (services.complete_job_soon)."""
     db.session.execute(
         select(LedgerAccount.id)
@@ -172,12 +172,12 @@ def close(
         review_reason = "ambiguous"
     events.task_completed(job, task)
     review.queue_if_needed(job, task, review_reason)
+    complete_job_soon(job)
     # Money last: settling locks the job's holds account and the platform's fees account,
     # which every settlement needs, so they are held only from here to the commit.
     for assignment, _ in newly:
         assignment.status = AssignmentStatus.ACCEPTED
-        money.settle_judgment(assignment)
-    complete_job_soon(job)
+    money.settle_judgments(job, [assignment for assignment, _ in newly])
 
 
 def _ambiguous(current: Ballot, key: str) -> bool:
@@ -213,7 +213,7 @@ def _late_judgments(job: Job, task: Task) -> None:
     lock_job_money(job.id)
     for assignment in late:
         assignment.status = AssignmentStatus.ACCEPTED
-        money.settle_judgment(assignment)
+    money.settle_judgments(job, late)
 
 
 def reject_pending_of_removed(worker_id: int, job_id: int) -> int:

@@ -87,8 +87,13 @@ def release_hold(assignment: Assignment) -> None:
 
 def settle_judgment(assignment: Assignment) -> None:
     """Turn an accepted judgment's hold into the worker's pending earnings, fee and margin."""
-    job = db.session.get(Job, assignment.job_id)
-    billing.settle_judgment_in_txn(assignment.id, job.organization_id)
+    settle_judgments(db.session.get(Job, assignment.job_id), [assignment])
+
+
+def settle_judgments(job: Job, assignments: list[Assignment]) -> None:
+    """Settle a task's accepted judgments together: the busy accounts move once for all."""
+    if assignments:
+        billing.settle_judgments_in_txn([a.id for a in assignments], job.organization_id)
 
 
 def reverse_judgment(assignment: Assignment, reason: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from billing import services as billing
 from jobs import events, money
@@ -22,8 +22,6 @@ from marketplace.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from marketplace.locking import get_for_update
 from marketplace.pagination import paginate
 
-# The advisory-lock key space in which closers of one job's tasks queue (complete_job_soon).
-COMPLETION_LOCK_SPACE = 0x4A4F42
 # Where a caller that will call complete_job itself after its commit (submit) collects the
 # jobs to complete, saving the background job its own connection and session.
 COMPLETE_AFTER_COMMIT = "crowdline.complete_after_commit"
@@ -280,14 +278,7 @@ def cancel_job(job_id: int) -> Job:
 
 def complete_job_if_done(job: Job) -> bool:
     """Mark the job completed when no real task is open (inside the caller's transaction)."""
-    if job.status not in (JobStatus.ACTIVE, JobStatus.PAUSED):
-        return False
-    open_tasks = db.session.scalar(
-        select(Task.id)
-        .where(Task.job_id == job.id, Task.is_gold.is_(False), Task.status == TaskStatus.OPEN)
-        .limit(1)
-    )
-    if open_tasks is not None:
+    if job.status not in (JobStatus.ACTIVE, JobStatus.PAUSED) or _open_task(job.id):
         return False
     job.status = JobStatus.COMPLETED
     job.completed_at = clock.now()
@@ -298,39 +289,42 @@ def complete_job_if_done(job: Job) -> bool:
 
 
 def complete_job_soon(job: Job) -> None:
-    """After a task of `job` closed: when no real task is left open, complete the job right
-    after this transaction commits, in a transaction of its own that takes the job's row
-    first (as cancelling does), not while this one holds task rows and money.
+    """After a task of `job` closed: once this transaction commits, complete the job when no
+    real task is left open, in a transaction of its own that takes the job's row first (as
+    cancelling does), not while this one holds task rows and money.
 
-    Closers of one job's tasks queue here (a transaction-scoped advisory lock on
-    PostgreSQL; SQLite has one writer anyway) until they commit, so the last two tasks
-    closing side by side cannot each see the other still open and leave the job active."""
+    The look happens after the commit, so of the last two tasks closing side by side at
+    least one closer sees both closed: each looks only after its own commit, and the one
+    that looks second does so after both commits. Nothing is locked until a look finds the
+    job done."""
     if job.status not in (JobStatus.ACTIVE, JobStatus.PAUSED):
         return
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(
-            text("SELECT pg_advisory_xact_lock(:space, :job)"),
-            {"space": COMPLETION_LOCK_SPACE, "job": job.id % 2**31},
-        )
-    open_tasks = db.session.scalar(
-        select(Task.id)
-        .where(Task.job_id == job.id, Task.is_gold.is_(False), Task.status == TaskStatus.OPEN)
-        .limit(1)
-    )
-    if open_tasks is None:
-        after_commit = db.session.info.get(COMPLETE_AFTER_COMMIT)
-        if after_commit is not None:  # the caller completes it itself, on its connection
-            after_commit.add(job.id)
-        else:
-            background.enqueue("jobs.tasks.complete_job", job.id)
+    after_commit = db.session.info.get(COMPLETE_AFTER_COMMIT)
+    if after_commit is not None:  # the caller completes it itself, on its connection
+        after_commit.add(job.id)
+    else:
+        background.enqueue("jobs.tasks.complete_job", job.id)
 
 
 def complete_job(job_id: int) -> bool:
     """Complete the job if no real task is open (background: see complete_job_soon)."""
+    if _open_task(job_id):  # the common case, answered without a lock (nor a commit, which
+        return False  # would expire the caller's objects)
     job = get_for_update(Job, job_id)
     done = job is not None and complete_job_if_done(job)
     db.session.commit()
     return done
+
+
+def _open_task(job_id: int) -> bool:
+    return (
+        db.session.scalar(
+            select(Task.id)
+            .where(Task.job_id == job_id, Task.is_gold.is_(False), Task.status == TaskStatus.OPEN)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def list_tasks(job_id: int, args: dict[str, Any]) -> dict[str, Any]:
