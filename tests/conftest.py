@@ -73,7 +73,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-def build_app(**overrides) -> Flask:
+def app_settings(**overrides) -> dict:
+    """The settings of the tests' apps (create_app), with `overrides`."""
     settings = {
         "database_url": database_url(),
         "redis_url": os.environ.get("REDIS_URL") or None,
@@ -82,7 +83,11 @@ def build_app(**overrides) -> Flask:
         "secret_key": "test-secret",
     }
     settings.update(overrides)
-    app = create_app(settings)
+    return settings
+
+
+def build_app(**overrides) -> Flask:
+    app = create_app(app_settings(**overrides))
     app.config["JOBS_RAISE_INLINE"] = True
     return app
 

@@ -3,18 +3,21 @@ redundancy target, a worker never holds or judges a task twice, and nothing is l
 
 The crowd test is the one the jobs issue asks for: 64 workers, each on its own thread with
 its own test client and account, lease and judge one job of 2,000 tasks with redundancy 3
-until nobody can lease anything (PostgreSQL; 8 workers and 100 tasks on SQLite), while a
-monitor checks the counts in SQL. Some workers skip (release) tasks, some retry their
-submits, and some walk away from leases, which come back through lease expiry.
+until nobody can lease anything (PostgreSQL, the workers spread over four processes of
+their own; 8 workers and 100 tasks on SQLite, on threads of this one), while a monitor
+checks the counts in SQL. The simulated workers live in tests.jobs.crowd. Some workers
+skip (release) tasks, some retry their submits, and some walk away from leases, which come
+back through lease expiry.
 
 Time is a ManualClock frozen while the workers run, so no lease expires by accident and
 every run ends the same way: a round lasts until every worker has been told there is nothing
 to do (204); then the clock moves past the lease duration, the expiry job runs, and the next
 round starts. The run ends with a round in which nobody leases anything.
 
-On PostgreSQL the full-size run takes minutes: about 12,800 requests, each costing some
-20 ms of Python in this one process, and one job's money moves (holds, settlements) are
-serialised on its escrow account.
+On PostgreSQL the full-size run takes minutes: about 12,800 requests of some 13 ms of
+Python each. In one process they all queue for one interpreter lock, and a request holding
+a busy row lock (a job's escrow and holds accounts) waits for it too; four processes use
+both cores and keep those waits short.
 
 Then the races that broke it, each on its own: one worker leasing in parallel, a burst of
 retried submits, a submit racing a release, and leases expiring while others lease.
@@ -22,12 +25,10 @@ retried submits, a submit racing a release, and leases expiring while others lea
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -40,147 +41,15 @@ from jobs.models import Assignment, Task, TaskStatus
 from marketplace import clock
 from marketplace.database import db
 from tests.billing.helpers import assert_ledger_consistent
-from tests.conftest import build_app, database_url
+from tests.conftest import app_settings, build_app, database_url
 from tests.helpers import Account, Api
+from tests.jobs.crowd import CrowdProcesses, Tally, all_at_once, client_for, post, work
 from tests.jobs.helpers import active_job, active_worker, lease
 
 ON_POSTGRES = database_url().startswith("postgresql")
 LEASE_SECONDS = 60
 REDUNDANCY = {"min": 3, "max": 3, "target_confidence": 0.9}
 SINGLE = {"min": 1, "max": 1, "target_confidence": 0.9}
-
-
-def _address(index: int) -> str:
-    # One address per worker, as in life (sign-ups are rate-limited per address).
-    return f"10.0.{index // 250}.{index % 250 + 1}"
-
-
-def _client(app: Flask, index: int):
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = _address(index)
-    return client
-
-
-def _post(client, token: str, path: str, body: dict[str, Any], **headers: str):
-    return client.post(path, json=body, headers={"Authorization": f"Bearer {token}", **headers})
-
-
-def _all_at_once(calls: list) -> list:
-    """Run the calls on their own threads, released together; their results in order."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(slot: int) -> None:
-        barrier.wait()
-        try:
-            results[slot] = calls[slot]()
-        except Exception:
-            results[slot] = traceback.format_exc()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-# --- one simulated worker ------------------------------------------------------------------
-
-
-@dataclass
-class Habits:
-    """What a worker does besides leasing and answering."""
-
-    release_rate: float = 0.0  # skip the task instead of answering
-    abandon_first: int = 0  # walk away from this many of their first leases
-    retry_rate: float = 0.0  # send the same submit again, as a tool retrying a timeout
-
-
-def _habits(index: int) -> Habits:
-    """A mixed crowd: most just answer; some skip, some retry, a few walk away from leases."""
-    habits = Habits()
-    if index % 4 == 1:
-        habits.release_rate = 0.15
-    if index % 8 == 3:
-        habits.abandon_first = 2
-    if index % 8 in (5, 6):
-        habits.retry_rate = 0.2
-    return habits
-
-
-@dataclass
-class Tally:
-    """Everything one worker saw in one round."""
-
-    statuses: Counter = field(default_factory=Counter)
-    unexpected: list[tuple[str, int, str]] = field(default_factory=list)
-    submitted: list[int] = field(default_factory=list)
-    released: list[int] = field(default_factory=list)
-    abandoned: list[int] = field(default_factory=list)
-    retries: int = 0
-    timed_out: bool = False
-    crashed: str | None = None
-
-    @property
-    def leased(self) -> int:
-        return self.statuses["lease 201"]
-
-
-def _work(
-    app: Flask,
-    index: int,
-    worker: Account,
-    job_id: int,
-    first_round: bool,
-    deadline: float,
-) -> Tally:
-    """Lease and judge until told there is nothing to do; record every answer."""
-    tally = Tally()
-    habits = _habits(index)
-    rng = random.Random(index)  # each worker's choices are the same on every run
-    client = _client(app, index)
-
-    def call(name: str, path: str, body: dict[str, Any], expected: tuple[int, ...]):
-        response = _post(client, worker.token, path, body)
-        tally.statuses[f"{name} {response.status_code}"] += 1
-        if response.status_code not in expected:
-            tally.unexpected.append((name, response.status_code, response.get_data(as_text=True)))
-        return response
-
-    try:
-        while time.monotonic() < deadline:
-            leased = call("lease", "/api/v1/assignments", {"job_id": job_id}, (201, 204))
-            if leased.status_code != 201:
-                return tally
-            assignment_id = leased.get_json()["id"]
-            path = f"/api/v1/assignments/{assignment_id}"
-            if first_round and len(tally.abandoned) < habits.abandon_first:
-                tally.abandoned.append(assignment_id)  # the lease is left to expire
-                continue
-            if rng.random() < habits.release_rate:
-                if (
-                    call("release", f"{path}/release", {"reason": "skip"}, (200,)).status_code
-                    == 200
-                ):
-                    tally.released.append(assignment_id)
-                continue
-            answer = rng.choice(["cat", "dog"])
-            if call("submit", f"{path}/submit", {"answer": answer}, (200,)).status_code == 200:
-                tally.submitted.append(assignment_id)
-            if rng.random() < habits.retry_rate:
-                tally.retries += 1
-                again = call("retry", f"{path}/submit", {"answer": answer}, (200,))
-                body = again.get_json() if again.status_code == 200 else {}
-                if again.status_code == 200 and (body["id"], body["answer"]) != (
-                    assignment_id,
-                    answer,
-                ):
-                    tally.unexpected.append(("retry", 200, again.get_data(as_text=True)))
-        tally.timed_out = True
-    except Exception:  # the tally comes back whatever happens
-        tally.crashed = traceback.format_exc()
-    return tally
 
 
 # --- the monitor ---------------------------------------------------------------------------
@@ -257,14 +126,13 @@ class Monitor:
 # --- the crowd run -------------------------------------------------------------------------
 
 
-def _crowd_app(connections: int) -> tuple[Flask, clock.ManualClock]:
-    """An app of the test's own: a pool for the crowd, and a clock the test moves."""
+def _engine_options(connections: int) -> dict[str, Any]:
     if ON_POSTGRES:
         # The server's connection limit is shared with everything else on the machine, so
         # the pool is bounded as a production server's is: a request waits for a connection.
         # Commits do not wait for the WAL flush: what one transaction sees of another and
         # every lock are unchanged; only durability across a server crash is given up.
-        options = {
+        return {
             "pool_size": connections,
             "max_overflow": 0,
             "pool_timeout": 120,
@@ -272,33 +140,47 @@ def _crowd_app(connections: int) -> tuple[Flask, clock.ManualClock]:
                 "options": "-c synchronous_commit=off -c plan_cache_mode=force_custom_plan"
             },
         }
-    else:
-        options = {"connect_args": {"timeout": 120, "check_same_thread": False}}
-    app = build_app(SQLALCHEMY_ENGINE_OPTIONS=options)
+    return {"connect_args": {"timeout": 120, "check_same_thread": False}}
+
+
+def _crowd_app(connections: int) -> tuple[Flask, clock.ManualClock]:
+    """An app of the test's own: a pool for the crowd, and a clock the test moves."""
+    app = build_app(SQLALCHEMY_ENGINE_OPTIONS=_engine_options(connections))
     frozen = clock.ManualClock(start=clock.SystemClock().now())
     clock.install(app, frozen)
     return app, frozen
 
 
 def _judge_until_done(
-    app: Flask, frozen: clock.ManualClock, job_id: int, workers: list[Account], budget: float
+    app: Flask,
+    frozen: clock.ManualClock,
+    job_id: int,
+    workers: list[Account],
+    budget: float,
+    processes: CrowdProcesses | None,
 ) -> dict[str, Any]:
     """Rounds of every worker at once until a round leases nothing; between rounds the clock
-    passes the lease duration and the periodic expiry job runs."""
+    passes the lease duration and the periodic expiry job runs. With `processes`, the
+    workers are spread over them; otherwise they run on threads of this process."""
     deadline = time.monotonic() + budget
     started = time.monotonic()
     monitor = Monitor(job_id)
     rounds: list[list[Tally]] = []
     expired = 0
+    tokens = [w.token for w in workers]
     try:
         while True:
-            tallies: list[Tally] = [Tally() for _ in workers]
-
-            def run(i: int, first: bool = not rounds, tallies=tallies) -> None:
-                tallies[i] = _work(app, i, workers[i], job_id, first, deadline)
-
+            first = not rounds
             with monitor:
-                _all_at_once([lambda i=i: run(i) for i in range(len(workers))])
+                if processes is not None:
+                    tallies = processes.round(frozen.now(), job_id, tokens, first, deadline)
+                else:
+                    tallies = all_at_once(
+                        [
+                            lambda i=i, t=t, first=first: work(app, i, t, job_id, first, deadline)
+                            for i, t in enumerate(tokens)
+                        ]
+                    )
             rounds.append(tallies)
             if not any(t.leased for t in tallies) or any(t.crashed or t.timed_out for t in tallies):
                 break
@@ -368,10 +250,13 @@ def _assert_every_task_judged_three_times(job_id: int, tasks: int, run: dict[str
     assert sum(t.retries for t in tallies) > 0
 
 
-def _crowd_judges_a_job(workers_count: int, tasks: int, connections: int, budget: float) -> None:
+def _crowd_judges_a_job(
+    workers_count: int, tasks: int, connections: int, budget: float, processes: int = 0
+) -> None:
     app, frozen = _crowd_app(connections)
+    crowd = None
     try:
-        api = Api(_client(app, 10_000))
+        api = Api(client_for(app, 10_000))
         admin = api.admin(app)
         client = api.signup("client")
         job = active_job(
@@ -384,9 +269,13 @@ def _crowd_judges_a_job(workers_count: int, tasks: int, connections: int, budget
             lease_seconds=LEASE_SECONDS,
         )
         began = time.monotonic()
-        workers = [active_worker(Api(_client(app, i)), admin) for i in range(workers_count)]
+        workers = [active_worker(Api(client_for(app, i)), admin) for i in range(workers_count)]
         setup = time.monotonic() - began
-        run = _judge_until_done(app, frozen, job["id"], workers, budget)
+        if processes:
+            options = _engine_options(connections // processes)
+            settings = app_settings(SQLALCHEMY_ENGINE_OPTIONS=options)
+            crowd = CrowdProcesses(processes, settings)
+        run = _judge_until_done(app, frozen, job["id"], workers, budget, crowd)
         _assert_every_task_judged_three_times(job["id"], tasks, run)
         with app.app_context():
             assert_ledger_consistent(db.session)
@@ -394,11 +283,14 @@ def _crowd_judges_a_job(workers_count: int, tasks: int, connections: int, budget
             assert db.session.scalar(held) == 0
             db.session.remove()
     finally:
+        if crowd is not None:
+            crowd.close()
         with app.app_context():
             db.engine.dispose()
     statuses = sum((t.statuses for t in run["tallies"]), Counter())
     print(
-        f"\n{workers_count} workers, {tasks} tasks x 3: accounts in {setup:.1f}s, judged in "
+        f"\n{workers_count} workers ({processes or 1} processes), {tasks} tasks x 3: accounts in "
+        f"{setup:.1f}s, judged in "
         f"{run['seconds']:.1f}s over {run['rounds']} rounds; {dict(sorted(statuses.items()))}; "
         f"{run['expired']} leases expired; {run['monitor'].samples} monitor checks, up to "
         f"{run['monitor'].max_live} live leases at once"
@@ -408,7 +300,7 @@ def _crowd_judges_a_job(workers_count: int, tasks: int, connections: int, budget
 @pytest.mark.slow
 @pytest.mark.skipif(not ON_POSTGRES, reason="the full-size crowd needs PostgreSQL")
 def test_64_workers_judge_2000_tasks_three_times_each(app):
-    _crowd_judges_a_job(workers_count=64, tasks=2000, connections=16, budget=900)
+    _crowd_judges_a_job(workers_count=64, tasks=2000, connections=16, budget=1500, processes=4)
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="PostgreSQL runs the full-size crowd")
@@ -435,13 +327,13 @@ def test_concurrent_leases_by_one_worker_never_get_one_task_twice(api, app, db_s
 
     def lease_until_none(client) -> None:
         while True:
-            response = _post(client, worker.token, "/api/v1/assignments", {"job_id": job["id"]})
+            response = post(client, worker.token, "/api/v1/assignments", {"job_id": job["id"]})
             statuses[response.status_code] += 1
             if response.status_code != 201:
                 return
             leased.append(response.get_json()["task"]["id"])
 
-    _all_at_once([lambda i=i: lease_until_none(_client(app, i)) for i in range(8)])
+    all_at_once([lambda i=i: lease_until_none(client_for(app, i)) for i in range(8)])
     assert statuses[201] + statuses[204] == statuses.total(), statuses
     assert len(leased) == len(set(leased)) == TASKS_HELD  # every task once, none twice
     live = select(func.sum(Task.live_count)).where(Task.job_id == job["id"])
@@ -462,13 +354,13 @@ def test_a_burst_of_submits_of_one_assignment_makes_one_judgment(api, app, db_se
             answer = "dog" if i >= 8 else "cat"
             headers = {"Idempotency-Key": f"submit-{attempt}"} if i % 2 and i < 8 else {}
             calls.append(
-                lambda c=_client(app, i), a=answer, h=headers, path=path: (
+                lambda c=client_for(app, i), a=answer, h=headers, path=path: (
                     a,
                     bool(h),
-                    _post(c, worker.token, path, {"answer": a}, **h),
+                    post(c, worker.token, path, {"answer": a}, **h),
                 )
             )
-        results = _all_at_once(calls)
+        results = all_at_once(calls)
         assert not [r for r in results if isinstance(r, str)], results
         stored = db_session.get(Assignment, assignment["id"])
         assert stored.status.value == "accepted"
@@ -499,12 +391,12 @@ def test_submit_racing_release_takes_effect_once(api, app, db_session):
     for _ in range(6):
         assignment = lease(api, worker, job["id"]).get_json()
         path = f"/api/v1/assignments/{assignment['id']}"
-        submitted, released = _all_at_once(
+        submitted, released = all_at_once(
             [
-                lambda p=path: _post(
-                    _client(app, 1), worker.token, f"{p}/submit", {"answer": "cat"}
+                lambda p=path: post(
+                    client_for(app, 1), worker.token, f"{p}/submit", {"answer": "cat"}
                 ),
-                lambda p=path: _post(_client(app, 2), worker.token, f"{p}/release", {}),
+                lambda p=path: post(client_for(app, 2), worker.token, f"{p}/release", {}),
             ]
         )
         codes = (submitted.status_code, released.status_code)
@@ -546,21 +438,21 @@ def test_leases_expiring_lazily_while_others_lease_give_no_errors(
     problems: list[str] = []
 
     def work(index: int, worker: Account) -> None:
-        client_ = _client(app, index)
+        client_ = client_for(app, index)
         for _ in range(6):
-            leased = _post(client_, worker.token, "/api/v1/assignments", {"job_id": job["id"]})
+            leased = post(client_, worker.token, "/api/v1/assignments", {"job_id": job["id"]})
             statuses[f"lease {leased.status_code}"] += 1
             if leased.status_code != 201:
                 if leased.status_code != 204:
                     problems.append(leased.get_data(as_text=True))
                 return
             path = f"/api/v1/assignments/{leased.get_json()['id']}/submit"
-            submitted = _post(client_, worker.token, path, {"answer": "cat"})
+            submitted = post(client_, worker.token, path, {"answer": "cat"})
             statuses[f"submit {submitted.status_code}"] += 1
             if submitted.status_code != 200:
                 problems.append(submitted.get_data(as_text=True))
 
-    _all_at_once([lambda i=i, w=w: work(i, w) for i, w in enumerate(workers)])
+    all_at_once([lambda i=i, w=w: work(i, w) for i, w in enumerate(workers)])
     assert problems == [], (statuses, problems[:3])
     assert (
         db_session.scalar(

@@ -364,7 +364,7 @@ def test_cases_are_cursor_paged(api, app):
 
 def test_confirm_racing_submits_keeps_counts_and_money_straight(api, app, db_session):
     from jobs.models import AssignmentStatus
-    from tests.jobs.test_concurrency import _all_at_once, _client, _post
+    from tests.jobs.crowd import all_at_once, client_for, post
 
     admin = api.admin(app)
     client = api.signup("client")
@@ -380,11 +380,11 @@ def test_confirm_racing_submits_keeps_counts_and_money_straight(api, app, db_ses
 
     def submit(worker, assignment, index):
         path = f"/api/v1/assignments/{assignment['id']}/submit"
-        return _post(_client(app, index), worker.token, path, {"answer": "cat"})
+        return post(client_for(app, index), worker.token, path, {"answer": "cat"})
 
     calls = [
-        lambda: _post(
-            _client(app, 9),
+        lambda: post(
+            client_for(app, 9),
             admin.token,
             f"/api/v1/fraud/cases/{case['id']}/decision",
             {"action": "confirm"},
@@ -395,7 +395,7 @@ def test_confirm_racing_submits_keeps_counts_and_money_straight(api, app, db_ses
             for i, (w, a) in enumerate(zip(honest, leases, strict=True))
         ],
     ]
-    results = _all_at_once(calls)
+    results = all_at_once(calls)
     codes = [getattr(r, "status_code", r) for r in results]
     assert codes[0] == 200 and codes[2:] == [200, 200, 200], codes
     # the fraudster's submit: in before the suspension (200), refused (403), or its lease was
