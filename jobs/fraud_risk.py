@@ -35,6 +35,7 @@ STRONG_WEIGHT = 0.5  # a signal this strong counts towards an automatic suspensi
 STRONG_SIGNALS_TO_SUSPEND = 2
 RESTRICTED_GOLD_RATE = 0.9
 MAX_WEIGHT = 0.95
+LOOK_IT_UP = object()  # record_signal looks the signal up itself
 
 
 def restricted_gold_rate(worker: WorkerProfile) -> float | None:
@@ -50,15 +51,22 @@ def record_signal(
     weight: float,
     evidence: dict[str, Any],
     job_id: int | None = None,
+    *,
+    found: FraudSignal | None | object = LOOK_IT_UP,
 ) -> bool:
     """Create or refresh a worker's signal; True when it appeared, went or changed weight
     (what the risk score depends on; fresher evidence alone is written but returns False).
+    `found` is the signal row (or None) when the caller has just looked it up itself.
 
     Runs in the caller's transaction (the submit's, or a scan's); never commits."""
     weight = round(min(max(weight, 0.0), MAX_WEIGHT), 4)
     now = clock.now()
-    signal = db.session.scalar(
-        select(FraudSignal).where(FraudSignal.worker_id == worker_id, FraudSignal.key == key)
+    signal = (
+        db.session.scalar(
+            select(FraudSignal).where(FraudSignal.worker_id == worker_id, FraudSignal.key == key)
+        )
+        if found is LOOK_IT_UP
+        else found
     )
     if signal is None:
         if weight <= 0:

@@ -88,7 +88,13 @@ def check_speed(assignment: Assignment, job: Job) -> bool:
         FAST_CAP, FAST_WEIGHT * evidence["fast"] + ABSOLUTE_EXTRA_WEIGHT * evidence["below_floor"]
     )
     return fraud_risk.record_signal(
-        assignment.worker_id, SignalKind.TOO_FAST, key, weight, evidence, job_id=job.id
+        assignment.worker_id,
+        SignalKind.TOO_FAST,
+        key,
+        weight,
+        evidence,
+        job_id=job.id,
+        found=previous,
     )
 
 
@@ -127,7 +133,7 @@ def check_gold(assignment: Assignment) -> bool:
         "failed_assignments": failed_ids,
     }
     return fraud_risk.record_signal(
-        assignment.worker_id, SignalKind.GOLD_FAILED, key, weight, evidence
+        assignment.worker_id, SignalKind.GOLD_FAILED, key, weight, evidence, found=previous
     )
 
 
