@@ -112,10 +112,32 @@ def record_gold(job: Job, worker: WorkerProfile, correct: bool, truth: Any, give
     enforce_floor(job, worker.id, row)
 
 
+def locked_rows(worker_ids: list[int], job_id: int) -> dict[int, WorkerJobQuality]:
+    """The (worker, job) rows of several workers, locked in worker order in one statement
+    (as locked_row would, one by one); created on first use."""
+    rows = {
+        row.worker_id: row
+        for row in db.session.scalars(
+            select(WorkerJobQuality)
+            .where(
+                WorkerJobQuality.worker_id.in_(sorted(set(worker_ids))),
+                WorkerJobQuality.job_id == job_id,
+            )
+            .order_by(WorkerJobQuality.worker_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    for worker_id in sorted(set(worker_ids) - set(rows)):
+        rows[worker_id] = locked_row(worker_id, job_id)
+    return rows
+
+
 def record_agreement(job_id: int, judged: list[tuple[int, bool, Any]], final: Any) -> None:
     """Count agreement with a task's final label: `judged` is (worker id, agreed, answer)."""
-    for worker_id, agreed, given in sorted(judged, key=lambda j: j[0]):
-        row = locked_row(worker_id, job_id)
+    rows = locked_rows([worker_id for worker_id, _, _ in judged], job_id)
+    for worker_id, agreed, given in judged:
+        row = rows[worker_id]
         if agreed:
             row.agreed += 1
         else:
@@ -129,8 +151,9 @@ def correct_agreement(
 ) -> None:
     """A reviewer changed the final label: move each judgment's agreement and confusion count.
     `judged` is (worker id, agreed with the old label, agrees with the new one, answer)."""
-    for worker_id, agreed_before, agrees_now, given in sorted(judged, key=lambda j: j[0]):
-        row = locked_row(worker_id, job_id)
+    rows = locked_rows([worker_id for worker_id, *_ in judged], job_id)
+    for worker_id, agreed_before, agrees_now, given in judged:
+        row = rows[worker_id]
         if agreed_before:
             row.agreed = max(0, row.agreed - 1)
         else:
