@@ -317,10 +317,14 @@ def complete_job(job_id: int) -> bool:
 
 
 def _open_task(job_id: int) -> bool:
+    # In the lease's order, so the partial index of open tasks (ix_tasks_leasable) answers
+    # it: without an order the planner may scan the table for the first open row, which
+    # near a big job's end means reading nearly all of it.
     return (
         db.session.scalar(
             select(Task.id)
             .where(Task.job_id == job_id, Task.is_gold.is_(False), Task.status == TaskStatus.OPEN)
+            .order_by(Task.priority.desc(), Task.id)
             .limit(1)
         )
         is not None
