@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -114,6 +114,11 @@ def forget_known_accounts() -> None:
 
 @event.listens_for(Session, "after_commit")
 def _remember_committed_accounts(session: Session) -> None:
+    if session.in_nested_transaction():
+        # Releasing a savepoint fires after_commit too, but the transaction around it may
+        # still roll back (a deadlock, a refused debit): remembering the account then would
+        # hand a later posting the id of a row that was never committed.
+        return
     staged = session.info.pop(_STAGED, None)
     if staged:
         bind = session.get_bind()
@@ -321,29 +326,87 @@ def _move_balances(connection, kind: str, moves: list[tuple[Leg, int]]) -> dict[
     """Each account's cached balance moved by its amount, in LOCK_ORDER, so postings over the
     same accounts cannot deadlock each other; a debit that would take a NON_NEGATIVE account
     below zero raises InsufficientFunds (the caller's savepoint or request undoes the rest)."""
+    ordered = sorted(
+        ((leg, amount) for leg, amount in moves if amount != 0),
+        key=lambda move: (LOCK_ORDER[move[0].account.purpose], move[0].account.id),
+    )
+    if len(ordered) > 1 and connection.dialect.name == "postgresql":
+        return _move_balances_at_once(connection, kind, ordered)
     balances: dict[int, int] = {}
-    for leg, amount in sorted(
-        moves, key=lambda move: (LOCK_ORDER[move[0].account.purpose], move[0].account.id)
-    ):
-        if amount == 0:
-            continue
+    for leg, amount in ordered:
         statement = (
             update(_ACCOUNTS)
             .where(_ACCOUNTS.c.id == leg.account.id)
             .values(balance=_ACCOUNTS.c.balance + amount)
             .returning(_ACCOUNTS.c.balance)
         )
-        if amount < 0 and leg.account.purpose in NON_NEGATIVE:
+        if _guarded(leg, amount):
             statement = statement.where(_ACCOUNTS.c.balance + amount >= 0)
         after = connection.execute(statement).scalar()
         if after is None:
-            raise InsufficientFunds(
-                f"Not enough money in the {leg.account.purpose.value} account for this "
-                f"{kind} ({-amount} {leg.account.currency} needed).",
-                account=leg.account.purpose.value,
-            )
+            raise _refused(kind, leg, amount)
         balances[leg.account.id] = after
     return balances
+
+
+# PostgreSQL moves all of a posting's balances in one statement. Its first step (the
+# one-time `locked` filter) locks the accounts in the order given, LOCK_ORDER: the sort hands
+# the rows to the lock one by one. Then each is updated; a guarded debit that would go below
+# zero leaves its row out of RETURNING. One statement, not one per account, so a busy
+# account (a job's escrow and holds, the platform's fees) is held from this statement to the
+# commit with no round trip in between in which the app has to win back its interpreter lock.
+# NO KEY UPDATE, the lock an UPDATE takes, not FOR UPDATE: the foreign-key checks of other
+# postings' entries hold KEY SHARE locks on these rows until they commit, which FOR UPDATE
+# would wait for (and two such postings for each other).
+_MOVE_AT_ONCE = text(
+    """
+    WITH moves AS MATERIALIZED (
+        SELECT m.id, m.amount, m.guarded, m.position
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:amounts AS bigint[]),
+                    CAST(:guarded AS boolean[]))
+             WITH ORDINALITY AS m(id, amount, guarded, position)
+    ), locked AS MATERIALIZED (
+        SELECT a.id FROM ledger_accounts a JOIN moves m ON m.id = a.id
+        WHERE a.id = ANY(CAST(:ids AS bigint[]))
+        ORDER BY m.position
+        FOR NO KEY UPDATE OF a
+    )
+    UPDATE ledger_accounts a SET balance = a.balance + m.amount
+    FROM moves m
+    WHERE a.id = ANY(CAST(:ids AS bigint[])) AND a.id = m.id
+      AND (SELECT count(*) FROM locked) > 0
+      AND (NOT m.guarded OR a.balance + m.amount >= 0)
+    RETURNING a.id, a.balance
+    """
+)
+
+
+def _move_balances_at_once(connection, kind: str, ordered: list[tuple[Leg, int]]) -> dict[int, int]:
+    rows = connection.execute(
+        _MOVE_AT_ONCE,
+        {
+            "ids": [leg.account.id for leg, _ in ordered],
+            "amounts": [amount for _, amount in ordered],
+            "guarded": [_guarded(leg, amount) for leg, amount in ordered],
+        },
+    ).all()
+    balances = {account_id: balance for account_id, balance in rows}
+    for leg, amount in ordered:
+        if leg.account.id not in balances:
+            raise _refused(kind, leg, amount)
+    return balances
+
+
+def _guarded(leg: Leg, amount: int) -> bool:
+    return amount < 0 and leg.account.purpose in NON_NEGATIVE
+
+
+def _refused(kind: str, leg: Leg, amount: int) -> InsufficientFunds:
+    return InsufficientFunds(
+        f"Not enough money in the {leg.account.purpose.value} account for this "
+        f"{kind} ({-amount} {leg.account.currency} needed).",
+        account=leg.account.purpose.value,
+    )
 
 
 def balance(account_: LedgerAccount) -> int:
