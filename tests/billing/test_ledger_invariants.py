@@ -894,3 +894,44 @@ def test_a_bonus_cannot_spend_the_budget_a_refund_is_returning(api, app, process
     assert recorded == processor.refunds, (response.status_code, bonus_answers)
     assert sorted([response.status_code, *bonus_answers]) == [201, 409]
     assert_ledger_consistent(db_session)
+
+
+def test_an_account_made_in_a_savepoint_of_a_rolled_back_transaction_is_not_remembered(app):
+    """Releasing a savepoint is not a commit: an account created inside one, in a transaction
+    that then rolls back (a deadlock, a refused debit), must be created again, not posted to
+    by the id of a row that never existed."""
+    from billing import ledger
+
+    with app.app_context():
+        with db.session.begin_nested():
+            made = ledger.ref(OwnerType.WORKER, 424242, Purpose.PENDING, "USD")
+        db.session.rollback()
+        assert db.session.get(LedgerAccount, made.id) is None
+        again = ledger.ref(OwnerType.WORKER, 424242, Purpose.PENDING, "USD")
+        assert db.session.get(LedgerAccount, again.id) is not None
+        db.session.commit()
+        assert ledger.ref(OwnerType.WORKER, 424242, Purpose.PENDING, "USD") == again
+        db.session.remove()
+
+
+def test_a_refused_debit_moves_no_balance_of_its_posting(app):
+    """A posting whose guarded debit would go below zero raises, and none of its accounts
+    moved (PostgreSQL moves them all in one statement, SQLite one by one)."""
+    from billing import ledger
+    from billing.ledger import Leg
+    from marketplace.errors import InsufficientFunds
+
+    with app.app_context():
+        escrow = ledger.ref(OwnerType.JOB, 777, Purpose.ESCROW, "USD")
+        holds = ledger.ref(OwnerType.JOB, 777, Purpose.HOLDS, "USD")
+        fees = ledger.platform_ref(Purpose.FEES, "USD")
+        db.session.commit()
+        with pytest.raises(InsufficientFunds):
+            ledger.post("hold", "refused:1", [Leg(holds, 5), Leg(fees, 1), Leg(escrow, -6)])
+        assert [db.session.get(LedgerAccount, a.id).balance for a in (escrow, holds, fees)] == [
+            0,
+            0,
+            0,
+        ]
+        assert ledger.find("refused:1") is None
+        db.session.remove()
