@@ -140,9 +140,11 @@ def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
 def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment | None:
     """Lease the next task the calling worker may do (None when there is nothing).
 
-    One savepoint per attempt holds the claim, the assignment and the budget hold, written in
-    that order so the job's escrow (every lease of the job takes it) is locked last, for the
-    least time: from the hold to the commit."""
+    One savepoint per attempt holds the claim and the assignment (a parallel lease of the same
+    task by the same worker fails it, and the next task is tried); the budget hold comes
+    after it, as the transaction's last write, so the job's escrow (every lease of the job
+    takes it) is locked for the least time: from the hold to the commit. A refused hold
+    rolls the whole transaction back."""
     worker = my_worker_profile()
     _require_working(worker)
     now = clock.now()
@@ -181,12 +183,17 @@ def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment |
                 # committing after the claim's snapshot was taken: try the next task.
                 attempt.rollback()
                 continue
+            # The claim stands; the hold is written after the savepoint, so that from the
+            # escrow's lock to the commit nothing else is sent.
+            attempt.commit()
             try:
                 budget_low = money.place_hold(job, assignment)
             except InsufficientFunds:
-                attempt.rollback()
-                break  # leasing for this job stops until it is funded again
-            attempt.commit()
+                # The whole transaction goes, claim and assignment with it (leases expired
+                # lazily above were committed on their own); leasing for this job stops
+                # until it is funded again.
+                db.session.rollback()
+                break
             commit_and_keep(task, job)  # the response shows both
             if budget_low:
                 money.warn_budget_low(job.id)
