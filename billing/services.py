@@ -345,7 +345,8 @@ def settle_judgments_in_txn(
             select(Hold)
             .where(Hold.assignment_id.in_(sorted(assignment_ids)))
             .order_by(Hold.assignment_id)
-            .with_for_update()
+            .with_for_update(of=Hold)
+            .execution_options(populate_existing=True)
         )
     )
     postings: list[ledger.Posting] = []
