@@ -239,9 +239,10 @@ def post_together(postings: list[Posting]) -> list[LedgerTransaction | None]:
     are. No savepoint: the caller's failing request undoes a refused debit, and each key must
     be new (it names a row the caller holds locked). Returns one transaction per posting,
     None where nothing moves; each shows the balances after all of them."""
-    moving = [p for p in postings if _moving(p)]
+    moves = [_moving(p) for p in postings]
+    moving = [p for p, moves_money in zip(postings, moves, strict=True) if moves_money]
     written = iter(_write_all(moving) if moving else [])
-    return [next(written) if _moving(p) else None for p in postings]
+    return [next(written) if moves_money else None for moves_money in moves]
 
 
 def _moving(posting: Posting) -> bool:
@@ -267,29 +268,19 @@ def _write_all(postings: list[Posting]) -> list[LedgerTransaction]:
     moves: dict[int, tuple[Leg, int]] = {}  # account id -> (a leg naming it, summed amount)
     for posting in postings:
         legs = [leg for leg in posting.legs if leg.amount != 0]
-        txn = LedgerTransaction(
-            kind=posting.kind,
-            idempotency_key=posting.idempotency_key,
-            created_at=clock.now(),
-            job_id=posting.job_id,
-            worker_id=posting.worker_id,
-            organization_id=posting.organization_id,
-            reference=posting.reference,
-            memo=posting.memo,
-        )
+        fields = {
+            "kind": posting.kind,
+            "idempotency_key": posting.idempotency_key,
+            "created_at": clock.now(),
+            "job_id": posting.job_id,
+            "worker_id": posting.worker_id,
+            "organization_id": posting.organization_id,
+            "reference": posting.reference,
+            "memo": posting.memo,
+        }
+        txn = LedgerTransaction(**fields)
         txn.id = connection.execute(
-            insert(_TRANSACTIONS)
-            .values(
-                kind=txn.kind,
-                idempotency_key=txn.idempotency_key,
-                created_at=txn.created_at,
-                job_id=txn.job_id,
-                worker_id=txn.worker_id,
-                organization_id=txn.organization_id,
-                reference=txn.reference,
-                memo=txn.memo,
-            )
-            .returning(_TRANSACTIONS.c.id)
+            insert(_TRANSACTIONS).values(**fields).returning(_TRANSACTIONS.c.id)
         ).scalar_one()
         connection.execute(
             insert(_ENTRIES),
