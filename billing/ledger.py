@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import event, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,7 +22,7 @@ from sqlalchemy.orm.util import identity_key
 
 from billing.models import LedgerAccount, LedgerEntry, LedgerTransaction, OwnerType, Purpose
 from marketplace import clock
-from marketplace.database import db
+from marketplace.database import db, insert_or_skip
 from marketplace.errors import InsufficientFunds
 
 _TRANSACTIONS = LedgerTransaction.__table__
@@ -145,9 +143,8 @@ def account(owner_type: OwnerType, owner_id: int, purpose: Purpose, currency: st
     found = db.session.scalar(select(LedgerAccount).filter_by(**key))
     if found is not None:
         return found
-    insert_ = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     db.session.execute(
-        insert_(LedgerAccount)
+        insert_or_skip(LedgerAccount)
         .values(**key, balance=0, created_at=clock.now())
         .on_conflict_do_nothing(index_elements=list(key))
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from blinker import Namespace
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from billing import ledger
 from billing.gateway import GatewayError, gateway
@@ -340,20 +340,17 @@ def settle_judgments_in_txn(
     the fee and the margin, as one settlement transaction per judgment; the job's holds
     account and the platform's fees account move once for all of them, as the last writes.
     Returns the earnings by assignment id (judgments whose hold is not held are skipped)."""
-    holds = list(
-        db.session.scalars(
-            select(Hold)
-            .where(Hold.assignment_id.in_(sorted(assignment_ids)))
-            .order_by(Hold.assignment_id)
-            .with_for_update(of=Hold)
-            .execution_options(populate_existing=True)
-        )
+    # The holds still held turn settled, locked by the one statement that says so.
+    holds = db.session.scalars(
+        update(Hold)
+        .where(Hold.assignment_id.in_(sorted(assignment_ids)), Hold.status == HoldStatus.HELD)
+        .values(status=HoldStatus.SETTLED, ended_at=clock.now())
+        .returning(Hold)
+        .execution_options(populate_existing=True)
     )
     postings: list[ledger.Posting] = []
     earnings: dict[int, Earning] = {}
-    for hold in holds:
-        if hold.status != HoldStatus.HELD:
-            continue
+    for hold in sorted(holds, key=lambda h: h.assignment_id):
         legs = [
             Leg(_job_ref(Purpose.HOLDS, hold.job_id, hold.currency), -hold.total),
             Leg(_worker_ref(Purpose.PENDING, hold.worker_id, hold.currency), hold.price),
@@ -383,8 +380,6 @@ def settle_judgments_in_txn(
             created_at=clock.now(),
             available_at=clock.now() + timedelta(seconds=settings().qa_window_seconds),
         )
-        hold.status = HoldStatus.SETTLED
-        hold.ended_at = clock.now()
         earnings[hold.assignment_id] = earning
 
         def write_earning(txn: LedgerTransaction, earning: Earning = earning) -> None:

@@ -42,15 +42,13 @@ from typing import Any
 import stripe
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing import payouts, services
 from billing.gateway import GatewayError, gateway
 from billing.models import Payment, PaymentStatus, PayoutAccount, ProcessorEvent
 from marketplace import audit, clock
 from marketplace.background import enqueue
-from marketplace.database import db
+from marketplace.database import db, insert_or_skip
 from marketplace.errors import BadRequest, Conflict, CrowdlineError, ServiceUnavailable
 
 TOLERANCE_SECONDS = 300  # Stripe's own default: a replayed old delivery is refused
@@ -97,9 +95,8 @@ def receive_stripe_event(payload: bytes, signature: str | None) -> Receipt:
             errors={"Stripe-Signature": ["Does not verify against the webhook secret."]},
         ) from None
     event = _parse(payload)
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     stored = db.session.scalar(
-        insert(ProcessorEvent)
+        insert_or_skip(ProcessorEvent)
         .values(id=event["id"], type=event["type"], payload=event, received_at=clock.now())
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(ProcessorEvent.id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ScalarSelect, case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from credentials import skills as skill_service
@@ -48,15 +48,25 @@ def interval(row: WorkerJobQuality | None) -> tuple[float, float]:
     )
 
 
-def accuracies(job_id: int, worker_ids: list[int]) -> dict[int, float]:
-    """Estimated accuracy of each worker in a job (read without locks: weights for consensus)."""
-    rows = db.session.scalars(
-        select(WorkerJobQuality).where(
-            WorkerJobQuality.job_id == job_id, WorkerJobQuality.worker_id.in_(worker_ids)
-        )
+def accuracies(
+    job_id: int, worker_ids: list[int], locked: dict[int, WorkerJobQuality] | None = None
+) -> dict[int, float]:
+    """Estimated accuracy of each worker in a job: weights for consensus. Given `locked`, the
+    rows are locked as locked_rows locks them (in worker order, one statement) and kept there,
+    so that closing the task need not look them up again (missing rows stay missing)."""
+    query = select(WorkerJobQuality).where(
+        WorkerJobQuality.job_id == job_id, WorkerJobQuality.worker_id.in_(sorted(set(worker_ids)))
     )
-    found = {row.worker_id: estimate(row) for row in rows}
-    return {w: found.get(w, estimate(None)) for w in worker_ids}
+    if locked is not None:
+        query = (
+            query.order_by(WorkerJobQuality.worker_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    rows = {row.worker_id: row for row in db.session.scalars(query)}
+    if locked is not None:
+        locked.update(rows)
+    return {w: estimate(rows.get(w)) for w in worker_ids}
 
 
 def locked_row(worker_id: int, job_id: int) -> WorkerJobQuality:
@@ -112,30 +122,42 @@ def record_gold(job: Job, worker: WorkerProfile, correct: bool, truth: Any, give
     enforce_floor(job, worker.id, row)
 
 
-def locked_rows(worker_ids: list[int], job_id: int) -> dict[int, WorkerJobQuality]:
+def locked_rows(
+    worker_ids: list[int], job_id: int, locked: dict[int, WorkerJobQuality] | None = None
+) -> dict[int, WorkerJobQuality]:
     """The (worker, job) rows of several workers, locked in worker order in one statement
-    (as locked_row would, one by one); created on first use."""
-    rows = {
-        row.worker_id: row
-        for row in db.session.scalars(
-            select(WorkerJobQuality)
-            .where(
-                WorkerJobQuality.worker_id.in_(sorted(set(worker_ids))),
-                WorkerJobQuality.job_id == job_id,
+    (as locked_row would, one by one); created on first use. `locked`: rows this transaction
+    already holds locked (accuracies), not looked up again."""
+    rows = {w: locked[w] for w in worker_ids if locked and w in locked}
+    wanted = sorted(set(worker_ids) - set(rows))
+    if wanted and not rows:
+        rows = {
+            row.worker_id: row
+            for row in db.session.scalars(
+                select(WorkerJobQuality)
+                .where(
+                    WorkerJobQuality.worker_id.in_(wanted),
+                    WorkerJobQuality.job_id == job_id,
+                )
+                .order_by(WorkerJobQuality.worker_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
             )
-            .order_by(WorkerJobQuality.worker_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    }
+        }
     for worker_id in sorted(set(worker_ids) - set(rows)):
         rows[worker_id] = locked_row(worker_id, job_id)
     return rows
 
 
-def record_agreement(job_id: int, judged: list[tuple[int, bool, Any]], final: Any) -> None:
-    """Count agreement with a task's final label: `judged` is (worker id, agreed, answer)."""
-    rows = locked_rows([worker_id for worker_id, _, _ in judged], job_id)
+def record_agreement(
+    job_id: int,
+    judged: list[tuple[int, bool, Any]],
+    final: Any,
+    locked: dict[int, WorkerJobQuality] | None = None,
+) -> None:
+    """Count agreement with a task's final label: `judged` is (worker id, agreed, answer);
+    `locked` as for locked_rows."""
+    rows = locked_rows([worker_id for worker_id, _, _ in judged], job_id, locked)
     for worker_id, agreed, given in judged:
         row = rows[worker_id]
         if agreed:
@@ -218,18 +240,19 @@ def removed_job_ids(worker_id: int) -> set[int]:
     )
 
 
-def removal_reason(worker_id: int, job_id: int) -> dict[str, Any] | None:
-    """Why a worker may not work on this job any more (None: not removed). For leasing."""
-    removal = db.session.scalar(
-        select(JobRemoval).where(JobRemoval.worker_id == worker_id, JobRemoval.job_id == job_id)
+def removal_reason_column(worker_id: int, job_id: Any) -> ScalarSelect:
+    """The reason the worker was removed from the job (None: not removed), as a column to
+    select with others; `job_id` may be a column (Job.id)."""
+    return (
+        select(JobRemoval.reason)
+        .where(JobRemoval.worker_id == worker_id, JobRemoval.job_id == job_id)
+        .scalar_subquery()
     )
-    if removal is None:
-        return None
-    return {
-        "code": "accuracy_below_minimum",
-        "requirement": "min_accuracy",
-        "detail": removal.reason,
-    }
+
+
+def removal_problem(reason: str) -> dict[str, Any]:
+    """A removal as a problem's reason (for leasing and submitting)."""
+    return {"code": "accuracy_below_minimum", "requirement": "min_accuracy", "detail": reason}
 
 
 def revealed_gold(worker_id: int) -> dict[int, tuple[int, int]]:

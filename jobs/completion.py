@@ -15,14 +15,14 @@ worker id), then money, last (the job's holds account, workers' accounts, the pl
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
 from billing.models import LedgerAccount, OwnerType, Purpose
 from jobs import accuracy, agreement, answers, consensus, escalation, events, money, review
-from jobs.models import Assignment, AssignmentStatus, Job, Task, TaskStatus
+from jobs.models import Assignment, AssignmentStatus, Job, Task, TaskStatus, WorkerJobQuality
 from jobs.services import complete_job_soon
 from marketplace import clock
 from marketplace.database import db
@@ -63,6 +63,8 @@ class Ballot:
     keys: list[str]  # one answer key per judged vote
     values: dict[str, Any]  # a representative answer per key
     votes: list[consensus.Vote]  # human votes, then the pre-label's
+    # The judges' quality rows, locked (those that exist yet).
+    quality: dict[int, WorkerJobQuality] = field(default_factory=dict)
 
 
 def ballot(job: Job, task: Task) -> Ballot:
@@ -80,7 +82,9 @@ def ballot(job: Job, task: Task) -> Ballot:
     if prelabelled:
         values.append(task.prelabel)
     keys = agreement.cluster_keys(kind, values, job.agreement_threshold)
-    weights = accuracy.accuracies(job.id, [a.worker_id for a in judged])
+    # Locked now, in worker order, since closing the task counts agreement on them.
+    quality: dict[int, WorkerJobQuality] = {}
+    weights = accuracy.accuracies(job.id, [a.worker_id for a in judged], locked=quality)
     votes = [consensus.Vote(keys[i], weights[a.worker_id]) for i, a in enumerate(judged)]
     if prelabelled:
         labels = len(job.answer_spec.get("labels", [])) if kind == "single_choice" else 2
@@ -90,7 +94,7 @@ def ballot(job: Job, task: Task) -> Ballot:
     representative: dict[str, Any] = {}
     for key, value in zip(keys, values, strict=True):
         representative.setdefault(key, value)
-    return Ballot(judged, keys[: len(judged)], representative, votes)
+    return Ballot(judged, keys[: len(judged)], representative, votes, quality)
 
 
 def judge_task(job: Job, task: Task) -> consensus.Decision | None:
@@ -166,7 +170,10 @@ def close(
         if a.status == AssignmentStatus.SUBMITTED
     ]
     accuracy.record_agreement(
-        job.id, [(a.worker_id, k == key, a.answer) for a, k in newly], task.final_answer
+        job.id,
+        [(a.worker_id, k == key, a.answer) for a, k in newly],
+        task.final_answer,
+        current.quality,
     )
     if review_reason is None and _ambiguous(current, key):
         review_reason = "ambiguous"

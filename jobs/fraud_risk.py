@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ScalarSelect, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from billing import services as billing
@@ -38,9 +38,13 @@ MAX_WEIGHT = 0.95
 LOOK_IT_UP = object()  # record_signal looks the signal up itself
 
 
-def restricted_gold_rate(worker: WorkerProfile) -> float | None:
-    """The share of gold tasks a restricted worker is leased (None when not restricted)."""
-    action = db.session.scalar(select(FraudCase.action).where(FraudCase.worker_id == worker.id))
+def action_column(worker_id: int) -> ScalarSelect:
+    """The worker's fraud action (None without a case), to select with other columns."""
+    return select(FraudCase.action).where(FraudCase.worker_id == worker_id).scalar_subquery()
+
+
+def restricted_gold_rate(action: FraudAction | str | None) -> float | None:
+    """The share of gold tasks a worker under `action` is leased (None when not restricted)."""
     return RESTRICTED_GOLD_RATE if action == FraudAction.RESTRICT else None
 
 

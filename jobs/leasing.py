@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, request
-from sqlalchemy import exists, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, exists, or_, select, update
 
 from billing import services as billing
 from credentials import eligibility
@@ -29,15 +28,15 @@ from jobs import (
     answers,
     completion,
     escalation,
+    fraud_risk,
     money,
     services,
     signals,
 )
-from jobs.fraud_risk import restricted_gold_rate
 from jobs.gold import gold_probability, visible_status_filter
 from jobs.models import Assignment, AssignmentStatus, Job, JobStatus, Task, TaskStatus
 from marketplace import clock
-from marketplace.database import commit_and_keep, db
+from marketplace.database import commit_and_keep, db, insert_or_skip
 from marketplace.errors import (
     Conflict,
     InsufficientFunds,
@@ -80,22 +79,47 @@ def _open_now(job: Job, now: datetime) -> bool:
     return job.status == JobStatus.ACTIVE and (job.deadline is None or job.deadline > now)
 
 
-def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) -> list[Job]:
+def _due_leases(job_id: Any, now: datetime):
+    """Whether any lease of the job is past its expiry (ix_assignments_live_expiry)."""
+    return exists().where(
+        Assignment.job_id == job_id,
+        Assignment.status == AssignmentStatus.LEASED,
+        Assignment.lease_expires_at <= now,
+    )
+
+
+def _candidate_jobs(
+    worker: WorkerProfile, job_id: int | None, now: datetime
+) -> tuple[list[tuple[Job, bool]], str | None]:
+    """The jobs to try, in order, each with whether it may have leases past their expiry;
+    and the worker's fraud action (a restriction changes what they are leased)."""
     if job_id is not None:
-        job = db.session.get(Job, job_id)
-        if job is None:
+        # The job, whether the worker was removed from it, their fraud action and whether any
+        # lease is overdue: one query.
+        found = db.session.execute(
+            select(
+                Job,
+                accuracy.removal_reason_column(worker.id, Job.id),
+                fraud_risk.action_column(worker.id),
+                _due_leases(Job.id, now),
+            ).where(Job.id == job_id)
+        ).first()
+        if found is None:
             raise NotFound(f"job {job_id} not found")
+        job, removed, action, due = found
         if not _open_now(job, now):
-            return []
+            return [], action
         verdict = _eligibility(worker, job)
         if not verdict.eligible:
             raise NotEligible(
                 "You do not meet this job's requirements.",
                 reasons=[r.__dict__ for r in verdict.reasons],
             )
-        if removed := accuracy.removal_reason(worker.id, job.id):
-            raise NotEligible("You were removed from this job.", reasons=[removed])
-        return [job]
+        if removed is not None:
+            raise NotEligible(
+                "You were removed from this job.", reasons=[accuracy.removal_problem(removed)]
+            )
+        return [(job, due)], action
     jobs = db.session.scalars(
         select(Job)
         .where(Job.status == JobStatus.ACTIVE, or_(Job.deadline.is_(None), Job.deadline > now))
@@ -104,7 +128,8 @@ def _candidate_jobs(worker: WorkerProfile, job_id: int | None, now: datetime) ->
     )
     removed = accuracy.removed_job_ids(worker.id)
     eligible = [job for job in jobs if job.id not in removed and _eligibility(worker, job).eligible]
-    return eligible[:MAX_JOBS_CONSIDERED]
+    action = db.session.scalar(select(fraud_risk.action_column(worker.id)))
+    return [(job, True) for job in eligible[:MAX_JOBS_CONSIDERED]], action
 
 
 def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
@@ -137,68 +162,80 @@ def _claim(job: Job, worker: WorkerProfile, gold: bool) -> Task | None:
     )
 
 
+def _assign(job: Job, task: Task, worker: WorkerProfile, now: datetime, fingerprint: str | None):
+    """The assignment of a claimed slot, or None when this worker already holds the task: a
+    parallel lease of theirs (another tool) committed after the claim's snapshot was taken.
+    The slot is then given back, in the same transaction, which still holds the task's row."""
+    assignment = db.session.scalar(
+        insert_or_skip(Assignment)
+        .values(
+            task_id=task.id,
+            job_id=job.id,
+            worker_id=worker.id,
+            status=AssignmentStatus.LEASED,
+            leased_at=now,
+            lease_expires_at=now + timedelta(seconds=job.lease_seconds),
+            is_gold=task.is_gold,
+            fingerprint_hash=_hash(fingerprint),
+            ip_hash=_hash(request.remote_addr),
+        )
+        .on_conflict_do_nothing(index_elements=["task_id", "worker_id"])
+        .returning(Assignment)
+    )
+    if assignment is None:
+        db.session.execute(
+            update(Task).where(Task.id == task.id).values(live_count=Task.live_count - 1)
+        )
+    return assignment
+
+
 def lease_next_task(job_id: int | None, fingerprint: str | None) -> Assignment | None:
     """Lease the next task the calling worker may do (None when there is nothing).
 
-    One savepoint per attempt holds the claim and the assignment (a parallel lease of the same
-    task by the same worker fails it, and the next task is tried); the budget hold comes
-    after it, as the transaction's last write, so the job's escrow (every lease of the job
-    takes it) is locked for the least time: from the hold to the commit. A refused hold
-    rolls the whole transaction back."""
+    A lease is a claim (one slot on a task row it locks), the assignment, and the budget
+    hold, in that order: the hold comes last so the job's escrow (every lease of the job
+    takes it) is locked for the least time, from the hold to the commit. A refused hold rolls
+    the whole transaction back. Leases past their expiry give their slots back first."""
     worker = my_worker_profile()
     _require_working(worker)
     now = clock.now()
+    jobs, fraud_action = _candidate_jobs(worker, job_id, now)
     # Restricted workers (fraud review) get gold-heavy work, in every job.
-    restricted_share = restricted_gold_rate(worker) or 0.0
-    for job in _candidate_jobs(worker, job_id, now):
-        if expire_due_leases(job.id):
+    restricted_share = fraud_risk.restricted_gold_rate(fraud_action) or 0.0
+    for job, due in jobs:
+        if due and expire_due_leases(job.id):
             # Committed on their own: giving holds back locks the job's escrow, and a lease
             # may then write the job's row (a budget warning), which funding and refunds
             # lock before the escrow.
             db.session.commit()
         share = max(gold_probability(job, worker), restricted_share)
         order = [True, False] if random.random() < share else [False, True]
-        for gold in order:
-            attempt = db.session.begin_nested()
-            task = _claim(job, worker, gold)
-            if task is None:
-                attempt.rollback()
-                continue
-            assignment = Assignment(
-                task_id=task.id,
-                job_id=job.id,
-                worker_id=worker.id,
-                status=AssignmentStatus.LEASED,
-                leased_at=now,
-                lease_expires_at=now + timedelta(seconds=job.lease_seconds),
-                is_gold=task.is_gold,
-                fingerprint_hash=_hash(fingerprint),
-                ip_hash=_hash(request.remote_addr),
-            )
-            db.session.add(assignment)
-            try:
-                db.session.flush()
-            except IntegrityError:
-                # The same worker leased this task in parallel (another tool of theirs),
-                # committing after the claim's snapshot was taken: try the next task.
-                attempt.rollback()
-                continue
-            # The claim stands; the hold is written after the savepoint, so that from the
-            # escrow's lock to the commit nothing else is sent.
-            attempt.commit()
-            try:
-                budget_low = money.place_hold(job, assignment)
-            except InsufficientFunds:
-                # The whole transaction goes, claim and assignment with it (leases expired
-                # lazily above were committed on their own); leasing for this job stops
-                # until it is funded again.
-                db.session.rollback()
-                break
-            commit_and_keep(task, job)  # the response shows both
-            if budget_low:
-                money.warn_budget_low(job.id)
-            return assignment
-    db.session.commit()  # lazily expired leases stay expired
+        claimed = _claim_in_order(job, worker, order)
+        if claimed is None:
+            continue
+        assignment = _assign(job, claimed, worker, now, fingerprint)
+        if assignment is None:
+            continue
+        try:
+            budget_low = money.place_hold(job, assignment)
+        except InsufficientFunds:
+            # The whole transaction goes, claim and assignment with it (leases expired
+            # lazily above were committed on their own); leasing for this job stops until
+            # it is funded again.
+            db.session.rollback()
+            break
+        commit_and_keep(claimed, job)  # the response shows both
+        if budget_low:
+            money.warn_budget_low(job.id)
+        return assignment
+    db.session.commit()
+    return None
+
+
+def _claim_in_order(job: Job, worker: WorkerProfile, order: list[bool]) -> Task | None:
+    for gold in order:
+        if (task := _claim(job, worker, gold)) is not None:
+            return task
     return None
 
 
@@ -235,14 +272,27 @@ def _lapse_if_due(assignment: Assignment) -> None:
         raise Conflict("The lease has expired; lease a new task.", assignment_status="expired")
 
 
-def _check_still_eligible(assignment: Assignment, worker: WorkerProfile, job: Job) -> None:
+def _job_of(assignment: Assignment, worker: WorkerProfile) -> tuple[Job, str | None]:
+    """The assignment's job, and why the worker was removed from it (None: not removed), in
+    one query."""
+    job, removed = db.session.execute(
+        select(Job, accuracy.removal_reason_column(worker.id, Job.id)).where(
+            Job.id == assignment.job_id
+        )
+    ).one()
+    return job, removed
+
+
+def _check_still_eligible(
+    assignment: Assignment, worker: WorkerProfile, job: Job, removed: str | None
+) -> None:
     problems: list[dict[str, Any]] = []
     if worker.status != WorkerStatus.ACTIVE:
         problems.append({"code": f"worker_{worker.status.value}", "detail": worker.status.value})
     else:
         problems = [r.__dict__ for r in _eligibility(worker, job).reasons]
-        if removed := accuracy.removal_reason(worker.id, job.id):
-            problems.append(removed)
+        if removed is not None:
+            problems.append(accuracy.removal_problem(removed))
     if problems:
         _end_lease(assignment, AssignmentStatus.RELEASED, "lost eligibility")
         db.session.commit()
@@ -261,8 +311,8 @@ def heartbeat(assignment_id: int) -> Assignment:
             assignment_status=assignment.status.value,
         )
     _lapse_if_due(assignment)
-    job = db.session.get(Job, assignment.job_id)
-    _check_still_eligible(assignment, worker, job)
+    job, removed = _job_of(assignment, worker)
+    _check_still_eligible(assignment, worker, job, removed)
     if job.status == JobStatus.CANCELLED:
         raise Conflict("The job was cancelled.")
     assignment.lease_expires_at = clock.now() + timedelta(seconds=job.lease_seconds)
@@ -305,13 +355,13 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
             assignment_status=assignment.status.value,
         )
     _lapse_if_due(assignment)
-    job = db.session.get(Job, assignment.job_id)
+    job, removed = _job_of(assignment, worker)
     if problem := answers.check_answer(job.answer_spec, answer):
         raise ValidationFailed(
             f"The answer does not fit the job's answer_spec: {problem}.",
             errors={"answer": [problem]},
         )
-    _check_still_eligible(assignment, worker, job)
+    _check_still_eligible(assignment, worker, job, removed)
     billing.open_worker_pay(worker.id, job.currency)
     now = clock.now()
     assignment.status = AssignmentStatus.SUBMITTED
@@ -320,9 +370,17 @@ def submit(assignment_id: int, answer: Any, active_seconds: float | None) -> Ass
     assignment.ended_at = now
     assignment.server_seconds = (now - assignment.leased_at).total_seconds()
     assignment.active_seconds = active_seconds
-    task = get_for_update(Task, assignment.task_id)
-    task.live_count = max(0, task.live_count - 1)
-    task.submitted_count += 1
+    # The slot turns from live to submitted, and the task's row is locked from here on.
+    task = db.session.scalar(
+        update(Task)
+        .where(Task.id == assignment.task_id)
+        .values(
+            live_count=case((Task.live_count > 0, Task.live_count - 1), else_=0),
+            submitted_count=Task.submitted_count + 1,
+        )
+        .returning(Task)
+        .execution_options(populate_existing=True)
+    )
     if task.is_gold:
         assignment.gold_correct = agreement.agree(
             job.answer_spec["type"], answer, task.gold_answer, job.agreement_threshold

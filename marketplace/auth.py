@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import g, request
@@ -21,6 +21,16 @@ from marketplace.oauth.models import OAuthClient, OAuthToken
 
 ROLE_RANK = {Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
+# Rows that later packages keep one of per user (a worker's profile, say), loaded with the
+# token in its one query, so the routes that need them pay no second look-up. Registered by
+# those packages (marketplace imports none of them): name -> model with a unique `user_id`.
+_USER_ROWS: dict[str, Any] = {}
+
+
+def load_with_user(name: str, model: Any) -> None:
+    """Have every authentication also load the caller's `model` row (or None) as `name`."""
+    _USER_ROWS[name] = model
+
 
 @dataclass
 class Principal:
@@ -30,6 +40,7 @@ class Principal:
     user: User | None
     organization_id: int | None
     scopes: frozenset[str]
+    rows: dict[str, Any] = field(default_factory=dict)  # see load_with_user
 
     @property
     def client_id(self) -> str:
@@ -96,15 +107,21 @@ def authenticate() -> Principal:
     """Resolve the request's bearer token into a Principal, or raise 401."""
     if "principal" in g:
         return g.principal
-    # The token and its user in one query: every API call pays for this one.
+    # The token, its user and the user's registered rows in one query: every API call pays
+    # for this one.
+    names = list(_USER_ROWS)
+    query = select(OAuthToken, User, *(_USER_ROWS[n] for n in names)).outerjoin(
+        User, User.id == OAuthToken.user_id
+    )
+    for name in names:
+        model = _USER_ROWS[name]
+        query = query.outerjoin(model, model.user_id == OAuthToken.user_id)
     found = db.session.execute(
-        select(OAuthToken, User)
-        .outerjoin(User, User.id == OAuthToken.user_id)
-        .where(OAuthToken.access_token_hash == tokens.digest(_bearer_token()))
+        query.where(OAuthToken.access_token_hash == tokens.digest(_bearer_token()))
     ).first()
     if found is None:
         raise Unauthorized("The access token is not recognised.")
-    token, user = found
+    token, user, *extra = found
     if token.access_revoked_at is not None:
         raise Unauthorized("The access token has been revoked.")
     if not tokens.access_is_live(token):
@@ -122,6 +139,7 @@ def authenticate() -> Principal:
         user=user,
         organization_id=token.organization_id,
         scopes=frozenset(token.scope.split()),
+        rows=dict(zip(names, extra, strict=True)) if user is not None else {},
     )
     return g.principal
 

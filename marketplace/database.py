@@ -133,6 +133,16 @@ def retry_on_conflict(view: Callable) -> Callable:
     return wrapper
 
 
+def insert_or_skip(table: Any):
+    """The backend's INSERT for `table` (a model or a Table), which can say ON CONFLICT DO
+    NOTHING (PostgreSQL and SQLite spell it alike; SQLAlchemy has one construct per dialect)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    dialect = db.session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
 def commit_and_keep(*instances: Any) -> None:
     """Commit without expiring what the session has loaded, and keep `instances` in it: a
     request that answers from these objects right after its commit then needs no second

@@ -5,10 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from marketplace.accounts.models import Role
-from marketplace.auth import ROLE_RANK, principal
+from marketplace.auth import ROLE_RANK, load_with_user, principal
 from marketplace.database import db
 from marketplace.errors import Forbidden, NotFound
 from workers.models import Crowd, CrowdMember, WorkerProfile
+
+load_with_user("worker_profile", WorkerProfile)  # the task API's every call needs it
 
 
 def my_worker_profile() -> WorkerProfile:
@@ -16,9 +18,7 @@ def my_worker_profile() -> WorkerProfile:
     caller = principal()
     if caller.user is None:
         raise Forbidden("This route acts for a worker; a service-account token cannot call it.")
-    profile = db.session.scalar(
-        select(WorkerProfile).where(WorkerProfile.user_id == caller.user.id)
-    )
+    profile = _loaded_with_token(caller)
     if profile is None:
         raise Forbidden("Only worker accounts can do this.")
     return profile
@@ -28,6 +28,15 @@ def my_worker_profile_or_none() -> WorkerProfile | None:
     caller = principal()
     if caller.user is None:
         return None
+    return _loaded_with_token(caller)
+
+
+def _loaded_with_token(caller) -> WorkerProfile | None:
+    profile = caller.rows.get("worker_profile")
+    # Still the session's row (a commit since only expires it; it reloads on use). None is
+    # looked up again: the profile may have been made since.
+    if profile is not None and profile in db.session:
+        return profile
     return db.session.scalar(select(WorkerProfile).where(WorkerProfile.user_id == caller.user.id))
 
 
