@@ -128,15 +128,15 @@ def locked_rows(
     """The (worker, job) rows of several workers, locked in worker order in one statement
     (as locked_row would, one by one); created on first use. `locked`: rows this transaction
     already holds locked (accuracies), not looked up again."""
-    rows = {w: locked[w] for w in worker_ids if locked and w in locked}
-    wanted = sorted(set(worker_ids) - set(rows))
-    if wanted and not rows:
+    if locked is not None:  # the rows that existed are held; the missing ones are made below
+        rows = {w: locked[w] for w in worker_ids if w in locked}
+    else:
         rows = {
             row.worker_id: row
             for row in db.session.scalars(
                 select(WorkerJobQuality)
                 .where(
-                    WorkerJobQuality.worker_id.in_(wanted),
+                    WorkerJobQuality.worker_id.in_(sorted(set(worker_ids))),
                     WorkerJobQuality.job_id == job_id,
                 )
                 .order_by(WorkerJobQuality.worker_id)
